@@ -1,0 +1,428 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	gometrics "github.com/hashicorp/go-metrics"
+	"github.com/hashicorp/memberlist"
+)
+
+// Status is a member's state as this node sees it.
+type Status int
+
+// Member statuses.
+const (
+	StatusAlive Status = iota
+	StatusSuspect
+	StatusDead
+	StatusLeft
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusAlive:
+		return "alive"
+	case StatusSuspect:
+		return "suspect"
+	case StatusDead:
+		return "dead"
+	case StatusLeft:
+		return "left"
+	}
+	return fmt.Sprintf("status(%d)", int(s))
+}
+
+// MarshalText makes Status render as its name in JSON.
+func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText parses a status name.
+func (s *Status) UnmarshalText(b []byte) error {
+	for _, c := range []Status{StatusAlive, StatusSuspect, StatusDead, StatusLeft} {
+		if c.String() == string(b) {
+			*s = c
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown member status %q", b)
+}
+
+// Member is one node of the cluster as seen from this node.
+type Member struct {
+	Name   string
+	Addr   net.IP
+	Port   uint16
+	Status Status
+	Since  time.Time // when this node last saw the status change
+	Meta   Meta
+}
+
+// Address is the member's gossip address as host:port.
+func (m Member) Address() string { return net.JoinHostPort(m.Addr.String(), fmt.Sprint(m.Port)) }
+
+// Sentinel errors callers branch on.
+var (
+	// ErrDuplicateID means another live node already uses this node's ID,
+	// almost always because a data dir was copied (a cloned image).
+	ErrDuplicateID = errors.New("node ID already in use by another node")
+	// ErrDuplicateName means another live node already uses this node's name.
+	ErrDuplicateName = errors.New("node name already in use by another node")
+	// ErrJoinFailed means no join address answered within the retry budget.
+	ErrJoinFailed = errors.New("could not join the cluster")
+)
+
+// Profile names select memberlist timer sets.
+const (
+	ProfileLAN   = "lan"   // memberlist.DefaultLANConfig: a data centre network
+	ProfileWAN   = "wan"   // memberlist.DefaultWANConfig: slow or distant links
+	ProfileLocal = "local" // memberlist.DefaultLocalConfig: loopback and tests
+)
+
+// Config configures one gossip instance.
+type Config struct {
+	// NodeName is the unique name of this node in the cluster.
+	NodeName string
+	// BindAddr and BindPort are where gossip listens (TCP and UDP).
+	BindAddr string
+	BindPort int
+	// AdvertiseAddr and AdvertisePort are what other nodes use to reach this
+	// one; empty/0 means derived from the bind address.
+	AdvertiseAddr string
+	AdvertisePort int
+	// Meta is this node's identity, capabilities and labels.
+	Meta Meta
+	// SecretKey, when set, encrypts all gossip (AES, 16, 24 or 32 bytes).
+	SecretKey []byte
+	// Profile selects memberlist's timers: ProfileLAN (default), ProfileWAN or ProfileLocal.
+	Profile string
+	// ReapTimeout is how long dead and left members stay listed.
+	ReapTimeout time.Duration
+	// Logger receives gossip logs; nil discards them.
+	Logger *slog.Logger
+	// OnChange, if set, is called after every membership change. It must not block.
+	OnChange func()
+	// Tune, if set, adjusts the memberlist configuration last (scale harness, tests).
+	Tune func(*memberlist.Config)
+}
+
+// DefaultConfig returns a Config with Colony's defaults.
+func DefaultConfig() Config {
+	return Config{
+		BindAddr:    "0.0.0.0",
+		BindPort:    7946,
+		Profile:     ProfileLAN,
+		ReapTimeout: 24 * time.Hour,
+	}
+}
+
+// Validate checks the configuration without touching the network.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is empty"))
+	} else if len(c.NodeName) > 128 {
+		errs = append(errs, fmt.Errorf("node name %q is longer than 128 bytes", c.NodeName))
+	}
+	if c.BindPort < 0 || c.BindPort > 65535 {
+		errs = append(errs, fmt.Errorf("bind port %d out of range", c.BindPort))
+	}
+	if c.AdvertisePort < 0 || c.AdvertisePort > 65535 {
+		errs = append(errs, fmt.Errorf("advertise port %d out of range", c.AdvertisePort))
+	}
+	if c.BindAddr != "" && net.ParseIP(c.BindAddr) == nil {
+		errs = append(errs, fmt.Errorf("bind address %q is not an IP address", c.BindAddr))
+	}
+	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
+		errs = append(errs, fmt.Errorf("advertise address %q is not an IP address", c.AdvertiseAddr))
+	}
+	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		errs = append(errs, fmt.Errorf("encryption key is %d bytes: it must be 16, 24 or 32", n))
+	}
+	switch c.Profile {
+	case "", ProfileLAN, ProfileWAN, ProfileLocal:
+	default:
+		errs = append(errs, fmt.Errorf("unknown gossip profile %q (want lan, wan or local)", c.Profile))
+	}
+	if c.ReapTimeout < 0 {
+		errs = append(errs, errors.New("reap timeout is negative"))
+	}
+	if _, err := c.Meta.Encode(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Gossip is one node's membership in the cluster.
+type Gossip struct {
+	cfg    Config
+	logger *slog.Logger
+	ml     *memberlist.Memberlist
+	route  string
+	ctr    *counters
+
+	mu       sync.Mutex
+	meta     []byte             // encoded local metadata
+	members  map[string]*Member // by node name, including this node
+	conflict error              // set when a merge was refused during a join
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New starts gossip listening on the configured address. It does not join
+// anyone: call Join.
+func New(cfg Config) (*Gossip, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gossip config: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	logger = logger.With("subsystem", "gossip")
+	meta, _ := cfg.Meta.Encode() // validated above
+	g := &Gossip{cfg: cfg, logger: logger, meta: meta, members: map[string]*Member{}}
+	g.route, g.ctr = newRoute()
+
+	var mc *memberlist.Config
+	switch cfg.Profile {
+	case ProfileWAN:
+		mc = memberlist.DefaultWANConfig()
+	case ProfileLocal:
+		mc = memberlist.DefaultLocalConfig()
+	default:
+		mc = memberlist.DefaultLANConfig()
+	}
+	mc.Name = cfg.NodeName
+	mc.BindAddr = cfg.BindAddr
+	if mc.BindAddr == "" {
+		mc.BindAddr = "0.0.0.0"
+	}
+	mc.BindPort = cfg.BindPort
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	mc.AdvertisePort = cfg.AdvertisePort
+	if mc.AdvertisePort == 0 {
+		mc.AdvertisePort = cfg.BindPort
+	}
+	mc.Logger = log.New(logWriter{logger: logger}, "", 0)
+	mc.Delegate = (*delegate)(g)
+	mc.Events = (*delegate)(g)
+	mc.Alive = (*delegate)(g)
+	mc.Merge = (*delegate)(g)
+	mc.Conflict = (*delegate)(g)
+	mc.MetricLabels = []gometrics.Label{{Name: routeLabel, Value: g.route}}
+	if len(cfg.SecretKey) > 0 {
+		kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
+		if err != nil {
+			dropRoute(g.route)
+			return nil, fmt.Errorf("gossip keyring: %w", err)
+		}
+		mc.Keyring = kr
+	}
+	if cfg.Tune != nil {
+		cfg.Tune(mc)
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		dropRoute(g.route)
+		return nil, fmt.Errorf("start gossip on %s:%d: %w", mc.BindAddr, mc.BindPort, err)
+	}
+	g.ml = ml
+	return g, nil
+}
+
+// LocalName is this node's name.
+func (g *Gossip) LocalName() string { return g.cfg.NodeName }
+
+// LocalAddr is the address other nodes use to reach this node's gossip.
+func (g *Gossip) LocalAddr() (net.IP, uint16) {
+	n := g.ml.LocalNode()
+	return n.Addr, n.Port
+}
+
+// LocalMeta returns this node's current metadata.
+func (g *Gossip) LocalMeta() Meta {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg.Meta
+}
+
+// UpdateMeta replaces this node's metadata and gossips it.
+func (g *Gossip) UpdateMeta(m Meta, timeout time.Duration) error {
+	b, err := m.Encode()
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.cfg.Meta = m
+	g.meta = b
+	g.mu.Unlock()
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("gossip metadata update: %w", err)
+	}
+	return nil
+}
+
+// RetryPolicy says how Join retries.
+type RetryPolicy struct {
+	// Interval is the wait before the first retry; it doubles (with jitter) after each failure.
+	Interval time.Duration
+	// MaxInterval caps the wait between attempts.
+	MaxInterval time.Duration
+	// Max is the number of attempts; 0 means retry until ctx ends.
+	Max int
+}
+
+// Join contacts the given addresses (host:port or DNS names) until at least
+// one answers, retrying per policy. It returns the number of nodes contacted.
+// A refused merge (duplicate ID or name) is returned at once, not retried.
+func (g *Gossip) Join(ctx context.Context, addrs []string, p RetryPolicy) (int, error) {
+	if len(addrs) == 0 {
+		return 0, errors.New("no join addresses given")
+	}
+	wait := p.Interval
+	if wait <= 0 {
+		wait = time.Second
+	}
+	maxWait := p.MaxInterval
+	if maxWait <= 0 {
+		maxWait = 30 * time.Second
+	}
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		g.mu.Lock()
+		g.conflict = nil
+		g.mu.Unlock()
+		n, err := g.ml.Join(addrs)
+		g.mu.Lock()
+		conflict := g.conflict
+		g.mu.Unlock()
+		if conflict != nil {
+			return 0, conflict
+		}
+		if n > 0 {
+			g.logger.Info("joined cluster", "contacted", n, "attempt", attempt)
+			return n, nil
+		}
+		lastErr = err
+		if p.Max > 0 && attempt >= p.Max {
+			return 0, fmt.Errorf("%w: none of %v answered after %d attempts: %v", ErrJoinFailed, addrs, attempt, flatten(lastErr))
+		}
+		g.logger.Warn("join failed, will retry", "addresses", addrs, "attempt", attempt, "retry_in", wait.String(), "error", flatten(err))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, fmt.Errorf("%w: %v (last error: %v)", ErrJoinFailed, ctx.Err(), flatten(lastErr))
+		case <-t.C:
+		}
+		wait = min(maxWait, wait*2) + time.Duration(rand.Int64N(int64(wait/4)+1))
+	}
+}
+
+// flatten turns memberlist's multi-line multierror into one log-friendly line.
+func flatten(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := err.Error()
+	out := make([]byte, 0, len(s))
+	space := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\n' || c == '\t' {
+			if !space {
+				out = append(out, ' ')
+			}
+			space = true
+			continue
+		}
+		space = c == ' '
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// Members returns every member this node knows of, including itself and
+// dead or left members not yet reaped, sorted by name.
+func (g *Gossip) Members() []Member {
+	// memberlist's lock is taken before ours everywhere (its delegates call
+	// into us while holding it), so ask it first.
+	suspect := map[string]bool{}
+	for _, n := range g.ml.Members() {
+		if n.State == memberlist.StateSuspect {
+			suspect[n.Name] = true
+		}
+	}
+	now := time.Now()
+	g.mu.Lock()
+	out := make([]Member, 0, len(g.members))
+	for name, m := range g.members {
+		if (m.Status == StatusDead || m.Status == StatusLeft) && g.cfg.ReapTimeout > 0 && now.Sub(m.Since) > g.cfg.ReapTimeout {
+			delete(g.members, name)
+			continue
+		}
+		c := *m
+		if c.Status == StatusAlive && suspect[name] {
+			c.Status = StatusSuspect
+		}
+		out = append(out, c)
+	}
+	g.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// NumAlive is the number of live members memberlist knows, this node included.
+func (g *Gossip) NumAlive() int { return g.ml.NumMembers() }
+
+// Stats returns this instance's gossip counters.
+func (g *Gossip) Stats() Stats {
+	s := g.ctr.snapshot()
+	s.HealthScore = int64(g.ml.GetHealthScore())
+	return s
+}
+
+// Memberlist exposes the underlying memberlist (keyring management, tests).
+func (g *Gossip) Memberlist() *memberlist.Memberlist { return g.ml }
+
+// Leave tells the cluster this node is leaving (members then see it as
+// "left", not "dead") and waits up to timeout for the message to spread.
+// It does not stop gossip: call Shutdown after.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if err := g.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("gossip leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossip without telling anyone: peers will see this node
+// fail. It is idempotent.
+func (g *Gossip) Shutdown() error {
+	g.shutdownOnce.Do(func() {
+		g.shutdownErr = g.ml.Shutdown()
+		dropRoute(g.route)
+	})
+	return g.shutdownErr
+}
+
+func statusOf(s memberlist.NodeStateType) Status {
+	switch s {
+	case memberlist.StateSuspect:
+		return StatusSuspect
+	case memberlist.StateDead:
+		return StatusDead
+	case memberlist.StateLeft:
+		return StatusLeft
+	}
+	return StatusAlive
+}

@@ -1,0 +1,193 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/memberlist"
+)
+
+// waitFor polls cond until it returns nil or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %s: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fastTimers keeps failure detection quick on loopback while leaving room
+// for a loaded 2-core machine.
+func fastTimers(c *memberlist.Config) {
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.GossipInterval = 50 * time.Millisecond
+	c.SuspicionMult = 3
+	c.PushPullInterval = 2 * time.Second
+}
+
+func newNode(t *testing.T, name string, id uuid.UUID, key []byte) *Gossip {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.NodeName = name
+	cfg.BindAddr = "127.0.0.1"
+	cfg.BindPort = 0
+	cfg.Profile = ProfileLocal
+	cfg.SecretKey = key
+	cfg.Meta = Meta{ID: id, CPUs: 1, OS: "linux", Labels: map[string]string{"zone": "z1"}}
+	cfg.Tune = fastTimers
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown() })
+	return g
+}
+
+func addr(g *Gossip) string {
+	ip, port := g.LocalAddr()
+	return fmt.Sprintf("%s:%d", ip, port)
+}
+
+func statuses(g *Gossip) map[string]Status {
+	out := map[string]Status{}
+	for _, m := range g.Members() {
+		out[m.Name] = m.Status
+	}
+	return out
+}
+
+func expect(g *Gossip, want map[string]Status) error {
+	got := statuses(g)
+	for n, s := range want {
+		if got[n] != s {
+			return fmt.Errorf("%s sees %s as %v, want %v (all: %v)", g.LocalName(), n, got[n], s, got)
+		}
+	}
+	return nil
+}
+
+func quickRetry() RetryPolicy {
+	return RetryPolicy{Interval: 50 * time.Millisecond, MaxInterval: 100 * time.Millisecond, Max: 3}
+}
+
+func TestClusterAliveLeftDead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := newNode(t, "a", uuid.New(), nil)
+	b := newNode(t, "b", uuid.New(), nil)
+	c := newNode(t, "c", uuid.New(), nil)
+	for _, g := range []*Gossip{b, c} {
+		if _, err := g.Join(ctx, []string{addr(a)}, quickRetry()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := map[string]Status{"a": StatusAlive, "b": StatusAlive, "c": StatusAlive}
+	for _, g := range []*Gossip{a, b, c} {
+		waitFor(t, 10*time.Second, func() error { return expect(g, all) })
+	}
+	for _, m := range c.Members() {
+		if m.Meta.Labels["zone"] != "z1" || m.Meta.ID == uuid.Nil {
+			t.Fatalf("metadata not carried: %+v", m)
+		}
+	}
+	if err := b.Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Shutdown()
+	for _, g := range []*Gossip{a, c} {
+		waitFor(t, 10*time.Second, func() error { return expect(g, map[string]Status{"b": StatusLeft}) })
+	}
+	_ = c.Shutdown()
+	waitFor(t, 20*time.Second, func() error { return expect(a, map[string]Status{"c": StatusDead, "b": StatusLeft, "a": StatusAlive}) })
+	if a.Stats().Probes == 0 || a.Stats().UDPBytesSent == 0 {
+		t.Errorf("gossip counters not routed: %+v", a.Stats())
+	}
+}
+
+func TestDuplicateIDRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id := uuid.New()
+	a := newNode(t, "orig", id, nil)
+	clone := newNode(t, "clone", id, nil)
+	_, err := clone.Join(ctx, []string{addr(a)}, quickRetry())
+	if !errors.Is(err, ErrDuplicateID) {
+		t.Fatalf("want ErrDuplicateID, got %v", err)
+	}
+	if _, ok := statuses(a)["clone"]; ok {
+		t.Fatal("the clone entered the original's member list")
+	}
+}
+
+func TestDuplicateNameRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := newNode(t, "same", uuid.New(), nil)
+	b := newNode(t, "same", uuid.New(), nil)
+	_, err := b.Join(ctx, []string{addr(a)}, quickRetry())
+	if !errors.Is(err, ErrDuplicateName) {
+		t.Fatalf("want ErrDuplicateName, got %v", err)
+	}
+}
+
+func TestEncryptionMismatchDoesNotMerge(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	k1 := []byte("0123456789abcdef0123456789abcdef")
+	k2 := []byte("fedcba9876543210fedcba9876543210")
+	a := newNode(t, "a", uuid.New(), k1)
+	b := newNode(t, "b", uuid.New(), k2)
+	plain := newNode(t, "plain", uuid.New(), nil)
+	if _, err := b.Join(ctx, []string{addr(a)}, quickRetry()); !errors.Is(err, ErrJoinFailed) {
+		t.Fatalf("mismatched key joined: %v", err)
+	}
+	if _, err := plain.Join(ctx, []string{addr(a)}, quickRetry()); !errors.Is(err, ErrJoinFailed) {
+		t.Fatalf("unencrypted node joined an encrypted cluster: %v", err)
+	}
+	c := newNode(t, "c", uuid.New(), k1)
+	if _, err := c.Join(ctx, []string{addr(a)}, quickRetry()); err != nil {
+		t.Fatalf("same key failed to join: %v", err)
+	}
+	waitFor(t, 10*time.Second, func() error { return expect(a, map[string]Status{"c": StatusAlive}) })
+	if len(a.Members()) != 2 {
+		t.Fatalf("a sees %v", statuses(a))
+	}
+}
+
+func TestJoinUnreachableAndUnresolvable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := newNode(t, "a", uuid.New(), nil)
+	for _, target := range []string{"127.0.0.1:1", "no-such-host.invalid:7946"} {
+		_, err := a.Join(ctx, []string{target}, quickRetry())
+		if !errors.Is(err, ErrJoinFailed) || !strings.Contains(err.Error(), "3 attempts") {
+			t.Fatalf("%s: want ErrJoinFailed after 3 attempts, got %v", target, err)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := DefaultConfig()
+	c.BindAddr = "not-an-ip"
+	c.SecretKey = []byte("short")
+	c.Profile = "fast"
+	err := c.Validate()
+	for _, want := range []string{"node name is empty", "not an IP", "must be 16, 24 or 32", "unknown gossip profile"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("validate: want %q in %v", want, err)
+		}
+	}
+}
