@@ -100,7 +100,7 @@ func (d *delegate) record(n *memberlist.Node, st Status) {
 	g.members[n.Name] = m
 	g.mu.Unlock()
 	if !known || prev.Status != st {
-		g.logger.Info("member "+st.String(), "node", n.Name, "addr", m.Address())
+		g.logger.Info("member "+st.String(), "member", n.Name, "addr", m.Address())
 	}
 	if g.cfg.OnChange != nil {
 		g.cfg.OnChange()

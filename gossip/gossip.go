@@ -231,8 +231,23 @@ func New(cfg Config) (*Gossip, error) {
 	if cfg.Tune != nil {
 		cfg.Tune(mc)
 	}
+	tr, err := newCountingTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger, MetricLabels: mc.MetricLabels,
+	}, g.ctr)
+	if err != nil {
+		dropRoute(g.route)
+		return nil, fmt.Errorf("start gossip: %w", err)
+	}
+	if mc.BindPort == 0 {
+		mc.BindPort = tr.GetAutoBindPort()
+		if mc.AdvertisePort == 0 {
+			mc.AdvertisePort = mc.BindPort
+		}
+	}
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		_ = tr.Shutdown()
 		dropRoute(g.route)
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", mc.BindAddr, mc.BindPort, err)
 	}

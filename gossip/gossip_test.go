@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -112,7 +113,7 @@ func TestClusterAliveLeftDead(t *testing.T) {
 	}
 	_ = c.Shutdown()
 	waitFor(t, 20*time.Second, func() error { return expect(a, map[string]Status{"c": StatusDead, "b": StatusLeft, "a": StatusAlive}) })
-	if a.Stats().Probes == 0 || a.Stats().UDPBytesSent == 0 {
+	if st := a.Stats(); st.Probes == 0 || st.UDPBytesSent == 0 || st.TCPBytesReceived == 0 || st.TCPBytesSent == 0 {
 		t.Errorf("gossip counters not routed: %+v", a.Stats())
 	}
 }
@@ -188,6 +189,47 @@ func TestConfigValidate(t *testing.T) {
 	for _, want := range []string{"node name is empty", "not an IP", "must be 16, 24 or 32", "unknown gossip profile"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validate: want %q in %v", want, err)
+		}
+	}
+}
+
+// rawDelegate gives a bare memberlist node whatever metadata a test wants.
+type rawDelegate struct{ meta []byte }
+
+func (d rawDelegate) NodeMeta(int) []byte           { return d.meta }
+func (rawDelegate) NotifyMsg([]byte)                {}
+func (rawDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (rawDelegate) LocalState(bool) []byte          { return nil }
+func (rawDelegate) MergeRemoteState([]byte, bool)   {}
+
+// TestGarbageMetadataRejected: a peer gossiping undecodable metadata never
+// enters the member list, is counted, and nothing crashes.
+func TestGarbageMetadataRejected(t *testing.T) {
+	a := newNode(t, "a", uuid.New(), nil)
+	for i, garbage := range [][]byte{{0xff, 0x00}, {1, 2, 3}, []byte("not metadata at all")} {
+		mc := memberlist.DefaultLocalConfig()
+		mc.Name = fmt.Sprintf("evil-%d", i)
+		mc.BindAddr = "127.0.0.1"
+		mc.BindPort = 0
+		mc.Delegate = rawDelegate{meta: garbage}
+		mc.LogOutput = io.Discard
+		fastTimers(mc)
+		evil, err := memberlist.Create(mc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = evil.Shutdown() })
+		_, _ = evil.Join([]string{addr(a)})
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if a.Stats().RejectedNodes < 3 {
+			return fmt.Errorf("rejected %d nodes, want at least 3", a.Stats().RejectedNodes)
+		}
+		return nil
+	})
+	for _, m := range a.Members() {
+		if strings.HasPrefix(m.Name, "evil") {
+			t.Fatalf("node with garbage metadata listed: %+v", m)
 		}
 	}
 }

@@ -133,9 +133,6 @@ func (routerSink) AddSampleWithLabels(key []string, val float32, labels []gometr
 		c.probes.Add(1)
 	case keyIs(key, "memberlist", "pushPullNode"):
 		c.pushPulls.Add(1)
-	case keyIs(key, "memberlist", "size", "remote"):
-		// The remote state read in a push/pull: the bulk of what arrives over TCP.
-		c.tcpRecv.Add(uint64(val))
 	}
 }
 
@@ -182,7 +179,7 @@ func (g *Gossip) Collector() prometheus.Collector {
 		pushPulls:  d("push_pulls_total", "Full-state syncs this node initiated."),
 		msgsSent:   d("messages_sent_total", "Gossip packets (udp) and streams (tcp) sent.", "proto"),
 		bytesSent:  d("bytes_sent_total", "Gossip bytes sent.", "proto"),
-		bytesRecv:  d("bytes_received_total", "Gossip bytes received (tcp counts full-state syncs).", "proto"),
+		bytesRecv:  d("bytes_received_total", "Gossip bytes received.", "proto"),
 		rejected:   d("rejected_nodes_total", "Alive or merge messages refused: bad metadata, duplicate node IDs or names."),
 	}
 }
