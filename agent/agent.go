@@ -1,0 +1,397 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"colony/gossip"
+)
+
+// State is the agent's lifecycle state.
+type State int
+
+// Agent states, in the order an agent goes through them.
+const (
+	StateAlive State = iota
+	StateLeaving
+	StateLeft
+	StateShutdown
+)
+
+func (s State) String() string {
+	switch s {
+	case StateAlive:
+		return "alive"
+	case StateLeaving:
+		return "leaving"
+	case StateLeft:
+		return "left"
+	case StateShutdown:
+		return "shutdown"
+	}
+	return "state(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Agent is one Colony node.
+type Agent struct {
+	cfg     Config
+	logger  *slog.Logger
+	dir     *dataDir
+	id      uuid.UUID
+	gossip  *gossip.Gossip
+	httpLn  net.Listener
+	httpSrv *http.Server
+	reg     *prometheus.Registry
+	started time.Time
+
+	changed chan struct{} // membership changed: save peers soon
+
+	ctx    context.Context // cancelled on shutdown; owns every goroutine
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	state    State
+	startErr error // why the agent stopped on its own (failed retry-join)
+
+	leaveOnce    sync.Once
+	shutdownOnce sync.Once
+	done         chan struct{}
+}
+
+// New creates an agent: it opens (or creates) the data dir and node ID,
+// detects capabilities and starts listening for gossip and HTTP. Nothing is
+// contacted until Start.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	bind, err := gossip.ResolveIP(cfg.BindAddr, "bind address")
+	if err != nil {
+		return nil, err
+	}
+	advertise := ""
+	if cfg.AdvertiseAddr != "" {
+		if advertise, err = gossip.ResolveIP(cfg.AdvertiseAddr, "advertise address"); err != nil {
+			return nil, err
+		}
+	}
+	if advertise, err = gossip.ChooseAdvertise(bind, advertise); err != nil {
+		return nil, err
+	}
+	var key []byte
+	if cfg.EncryptKey != "" {
+		key, _ = DecodeKey(cfg.EncryptKey) // validated
+	}
+
+	dir, err := openDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, logger: logger.With("node", cfg.NodeName), dir: dir, changed: make(chan struct{}, 1), done: make(chan struct{}), started: time.Now()}
+	ok := false
+	defer func() {
+		if !ok {
+			a.closeResources()
+		}
+	}()
+	id, created, err := dir.nodeID()
+	if err != nil {
+		return nil, err
+	}
+	a.id = id
+	if created {
+		a.logger.Info("created node identity", "subsystem", "agent", "id", id, "data_dir", cfg.DataDir)
+	}
+
+	httpAddr := cfg.HTTPAddr
+	if httpAddr == "" {
+		httpAddr = net.JoinHostPort(bind, strconv.Itoa(DefaultHTTPPort))
+	}
+	a.httpLn, err = net.Listen("tcp", httpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("http api: listen on %s: %w", httpAddr, err)
+	}
+
+	meta := gossip.Meta{ID: id, Labels: cfg.Labels, APIPort: uint16(a.httpLn.Addr().(*net.TCPAddr).Port)}
+	detectCapabilities(&meta)
+	if _, err := meta.Encode(); err != nil {
+		return nil, fmt.Errorf("labels: %w", err)
+	}
+	gc := gossip.DefaultConfig()
+	gc.NodeName = cfg.NodeName
+	gc.BindAddr = bind
+	gc.BindPort = cfg.GossipPort
+	gc.AdvertiseAddr = advertise
+	gc.AdvertisePort = cfg.AdvertisePort
+	gc.Meta = meta
+	gc.SecretKey = key
+	gc.Profile = cfg.GossipProfile
+	gc.Logger = a.logger
+	gc.Tune = cfg.TuneGossip
+	gc.OnChange = func() {
+		select {
+		case a.changed <- struct{}{}:
+		default:
+		}
+	}
+	if a.gossip, err = gossip.New(gc); err != nil {
+		return nil, err
+	}
+
+	a.reg = prometheus.NewRegistry()
+	a.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		a.gossip.Collector(),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "colony_agent_info",
+			Help:        "Always 1; labels identify the agent.",
+			ConstLabels: prometheus.Labels{"node": cfg.NodeName, "id": id.String(), "version": Version},
+		}, func() float64 { return 1 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "colony_agent_uptime_seconds", Help: "Seconds since this agent started.",
+		}, func() float64 { return time.Since(a.started).Seconds() }),
+	)
+	a.httpSrv = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.With("subsystem", "http").Handler(), slog.LevelWarn)}
+	ok = true
+	return a, nil
+}
+
+// ID is the node's permanent ID.
+func (a *Agent) ID() uuid.UUID { return a.id }
+
+// Name is the node's name.
+func (a *Agent) Name() string { return a.cfg.NodeName }
+
+// HTTPAddr is the address the API listens on.
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// GossipAddr is the host:port other nodes join this one at.
+func (a *Agent) GossipAddr() string {
+	ip, port := a.gossip.LocalAddr()
+	return net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))
+}
+
+// Gossip exposes the node's membership layer.
+func (a *Agent) Gossip() *gossip.Gossip { return a.gossip }
+
+// State reports the lifecycle state.
+func (a *Agent) State() State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state
+}
+
+// Done is closed when the agent has shut down, whatever the reason.
+func (a *Agent) Done() <-chan struct{} { return a.done }
+
+// Err says why the agent stopped on its own, or nil.
+func (a *Agent) Err() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.startErr
+}
+
+// Start serves the API and joins the cluster: the --join addresses (waiting
+// for them, within the retry budget), the --retry-join addresses in the
+// background, or, with neither, the peers saved by the previous run.
+func (a *Agent) Start(ctx context.Context) error {
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.goFunc(func() {
+		if err := a.httpSrv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("http api stopped", "subsystem", "http", "error", err)
+		}
+	})
+	a.goFunc(a.peersLoop)
+	a.logger.Info("agent started", "subsystem", "agent", "id", a.id, "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "version", Version)
+
+	policy := gossip.RetryPolicy{Interval: a.cfg.RetryInterval, Max: a.cfg.RetryMax}
+	if len(a.cfg.Join) > 0 {
+		jctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(a.ctx, cancel)
+		defer stop()
+		if _, err := a.gossip.Join(jctx, a.cfg.Join, policy); err != nil {
+			return a.joinError(err)
+		}
+	}
+	background := a.cfg.RetryJoin
+	if len(a.cfg.Join) == 0 && len(background) == 0 {
+		peers, err := a.dir.loadPeers()
+		if err != nil {
+			return err
+		}
+		if len(peers) > 0 {
+			a.logger.Info("rejoining peers saved by the previous run", "subsystem", "agent", "peers", len(peers))
+			background = peers
+			policy.Max = 0 // a restarted node keeps looking for its cluster
+		}
+	}
+	if len(background) > 0 {
+		a.goFunc(func() {
+			if _, err := a.gossip.Join(a.ctx, background, policy); err != nil && a.ctx.Err() == nil {
+				err = a.joinError(err)
+				a.logger.Error("giving up joining the cluster; shutting down", "subsystem", "agent", "error", err)
+				a.mu.Lock()
+				a.startErr = err
+				a.mu.Unlock()
+				go a.Shutdown() // not a.goFunc: Shutdown waits for this goroutine
+			}
+		})
+	}
+	return nil
+}
+
+// joinError adds the remedy to identity conflicts.
+func (a *Agent) joinError(err error) error {
+	switch {
+	case errors.Is(err, gossip.ErrDuplicateID):
+		return fmt.Errorf("refusing to start: %w. Stop this agent, delete %s/%s (or the whole data dir) so it creates a new identity, and start it again; never bake a data dir into an image", err, a.cfg.DataDir, nodeIDFile)
+	case errors.Is(err, gossip.ErrDuplicateName):
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+	return err
+}
+
+// goFunc runs f in a goroutine the agent waits for on shutdown.
+func (a *Agent) goFunc(f func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
+}
+
+// peersLoop keeps the data dir's list of live peers current, so a restart
+// rejoins without any --join.
+func (a *Agent) peersLoop() {
+	var saved []string
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	save := func() {
+		var peers []string
+		for _, m := range a.gossip.Members() {
+			if m.Name != a.cfg.NodeName && (m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect) {
+				peers = append(peers, m.Address())
+			}
+		}
+		// Keep the last known peers when this node is alone (e.g. shutting
+		// down, or cut off): an empty list would strand the next start.
+		if len(peers) == 0 || slices.Equal(peers, saved) {
+			return
+		}
+		if len(peers) > 64 {
+			peers = peers[:64] // enough to find the cluster; bounded file
+		}
+		if err := a.dir.savePeers(peers); err != nil {
+			a.logger.Warn("could not save peers", "subsystem", "agent", "error", err)
+			return
+		}
+		saved = peers
+	}
+	for {
+		select {
+		case <-a.ctx.Done():
+			save() // the last view, for the next start
+			return
+		case <-a.changed:
+			// Let a burst of joins settle before writing.
+			t := time.NewTimer(time.Second)
+			select {
+			case <-a.ctx.Done():
+				t.Stop()
+				save()
+				return
+			case <-t.C:
+			}
+			save()
+		case <-tick.C:
+			save()
+		}
+	}
+}
+
+// Leave departs gracefully: members see this node as "left", not "dead".
+// Then it shuts the agent down. Calling it again is harmless.
+func (a *Agent) Leave() error {
+	var err error
+	a.leaveOnce.Do(func() {
+		a.mu.Lock()
+		if a.state != StateAlive {
+			a.mu.Unlock()
+			return
+		}
+		a.state = StateLeaving
+		a.mu.Unlock()
+		a.logger.Info("leaving the cluster", "subsystem", "agent")
+		err = a.gossip.Leave(a.cfg.LeaveTimeout)
+		a.mu.Lock()
+		a.state = StateLeft
+		a.mu.Unlock()
+	})
+	if serr := a.Shutdown(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Shutdown stops the agent without telling the cluster (peers see it fail).
+// Order matters: stop accepting API calls, then stop gossip, then wait for
+// every goroutine, then release the data dir. It is idempotent.
+func (a *Agent) Shutdown() error {
+	var err error
+	a.shutdownOnce.Do(func() {
+		a.mu.Lock()
+		a.state = StateShutdown
+		a.mu.Unlock()
+		if a.cancel != nil {
+			a.cancel()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if a.httpSrv != nil {
+			_ = a.httpSrv.Shutdown(ctx)
+		}
+		if a.httpLn != nil {
+			_ = a.httpLn.Close()
+		}
+		// Goroutines finish (the peers loop saves the last view) before
+		// gossip stops and the data dir is released.
+		a.wg.Wait()
+		a.closeResources()
+		a.logger.Info("agent stopped", "subsystem", "agent")
+		close(a.done)
+	})
+	return err
+}
+
+// closeResources releases what New acquired; safe on a half-built agent.
+func (a *Agent) closeResources() {
+	if a.httpLn != nil {
+		_ = a.httpLn.Close()
+	}
+	if a.gossip != nil {
+		_ = a.gossip.Shutdown()
+	}
+	if a.dir != nil {
+		a.dir.close()
+	}
+}

@@ -1,0 +1,170 @@
+// Package agent is one Colony node: identity and data dir, gossip
+// membership, the HTTP API and the node's lifecycle. cmd/colony only turns
+// flags into a Config and calls New; tests build agents the same way.
+package agent
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"colony/gossip"
+)
+
+// Version is the agent's version, set at build time with
+// -ldflags "-X colony/agent.Version=v1.2.3".
+var Version = "dev"
+
+// Default ports.
+const (
+	DefaultGossipPort = 7946
+	DefaultHTTPPort   = 7070
+)
+
+// Config is everything one agent needs. The zero value is not usable:
+// start from DefaultConfig.
+type Config struct {
+	// NodeName is the node's unique name (default: the host name).
+	NodeName string
+	// DataDir holds the node ID, the known peers and (later) Raft state.
+	DataDir string
+	// BindAddr is the IP (or go-sockaddr template) gossip listens on.
+	BindAddr string
+	// GossipPort is the TCP and UDP port of gossip.
+	GossipPort int
+	// AdvertiseAddr is the IP (or template) other nodes reach this one at;
+	// empty means the bind address, or the host's only private IP when
+	// binding to all interfaces.
+	AdvertiseAddr string
+	// AdvertisePort is the gossip port other nodes use (0: GossipPort).
+	AdvertisePort int
+	// HTTPAddr is where the API listens; empty means the bind IP on port 7070.
+	HTTPAddr string
+	// Labels are operator labels (zone=eu-1) gossiped with the node.
+	Labels map[string]string
+	// Join lists addresses to join at start; start fails if none answers
+	// within RetryMax attempts.
+	Join []string
+	// RetryJoin lists addresses joined in the background after start; the
+	// agent shuts down if none answers within RetryMax attempts.
+	RetryJoin []string
+	// RetryInterval is the wait before the first join retry (it then backs off).
+	RetryInterval time.Duration
+	// RetryMax is the number of join attempts; 0 retries forever.
+	RetryMax int
+	// EncryptKey is the base64 gossip encryption key (16, 24 or 32 bytes).
+	EncryptKey string
+	// GossipProfile selects gossip timers: lan (default), wan or local.
+	GossipProfile string
+	// LeaveTimeout bounds how long a graceful leave waits for the news to spread.
+	LeaveTimeout time.Duration
+	// Logger receives the agent's structured logs; nil discards them.
+	Logger *slog.Logger
+	// TuneGossip, if set, adjusts memberlist's configuration (tests, scale harness).
+	TuneGossip func(*memberlist.Config)
+}
+
+// DefaultConfig returns a Config with Colony's defaults.
+func DefaultConfig() Config {
+	return Config{
+		BindAddr:      "0.0.0.0",
+		GossipPort:    DefaultGossipPort,
+		RetryInterval: time.Second,
+		RetryMax:      6,
+		GossipProfile: gossip.ProfileLAN,
+		LeaveTimeout:  5 * time.Second,
+	}
+}
+
+// Validate checks the configuration and returns every problem found.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("node name is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is empty: set --data-dir"))
+	}
+	if c.GossipPort < 0 || c.GossipPort > 65535 {
+		errs = append(errs, fmt.Errorf("gossip port %d out of range 0-65535", c.GossipPort))
+	}
+	if c.AdvertisePort < 0 || c.AdvertisePort > 65535 {
+		errs = append(errs, fmt.Errorf("advertise port %d out of range 0-65535", c.AdvertisePort))
+	}
+	if c.HTTPAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			errs = append(errs, fmt.Errorf("http address %q: %w", c.HTTPAddr, err))
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("http address %q: bad port", c.HTTPAddr))
+		}
+	}
+	for k, v := range c.Labels {
+		if err := gossip.ValidateLabel(k, v); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.RetryInterval <= 0 {
+		errs = append(errs, fmt.Errorf("retry interval %s must be positive", c.RetryInterval))
+	}
+	if c.RetryMax < 0 {
+		errs = append(errs, fmt.Errorf("retry max %d must be 0 (forever) or more", c.RetryMax))
+	}
+	if c.EncryptKey != "" {
+		if _, err := DecodeKey(c.EncryptKey); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	switch c.GossipProfile {
+	case "", gossip.ProfileLAN, gossip.ProfileWAN, gossip.ProfileLocal:
+	default:
+		errs = append(errs, fmt.Errorf("gossip profile %q: want lan, wan or local", c.GossipProfile))
+	}
+	if c.LeaveTimeout < 0 {
+		errs = append(errs, errors.New("leave timeout is negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// DecodeKey parses a base64 gossip encryption key.
+func DecodeKey(s string) ([]byte, error) {
+	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("encryption key is not valid base64 (make one with `colony keygen`): %w", err)
+	}
+	switch len(k) {
+	case 16, 24, 32:
+		return k, nil
+	}
+	return nil, fmt.Errorf("encryption key decodes to %d bytes: it must be 16, 24 or 32 bytes (make one with `colony keygen`)", len(k))
+}
+
+// ParseLabels turns ["zone=eu-1", "rack=r2"] into a map, refusing malformed
+// or duplicate entries with a message naming the offender.
+func ParseLabels(in []string) (map[string]string, error) {
+	out := make(map[string]string, len(in))
+	var errs []error
+	for _, kv := range in {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			errs = append(errs, fmt.Errorf("label %q: want key=value", kv))
+			continue
+		}
+		if err := gossip.ValidateLabel(k, v); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, dup := out[k]; dup {
+			errs = append(errs, fmt.Errorf("label %q given twice", k))
+			continue
+		}
+		out[k] = v
+	}
+	return out, errors.Join(errs...)
+}

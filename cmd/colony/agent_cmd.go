@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"colony/agent"
+)
+
+func env(name string) []string { return []string{"COLONY_" + name} }
+
+func agentFlags() []cli.Flag {
+	def := agent.DefaultConfig()
+	host, _ := os.Hostname()
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML (or JSON) file with any of these flags as keys; flags and COLONY_* env vars override it", EnvVars: env("CONFIG")},
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "node-name", Value: host, Usage: "unique name of this node", EnvVars: env("NODE_NAME")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "data-dir", Value: "/var/lib/colony", Usage: "where the node ID, known peers and cluster state live (never bake it into an image)", EnvVars: env("DATA_DIR")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "bind", Value: def.BindAddr, Usage: "IP address (or go-sockaddr template) gossip listens on", EnvVars: env("BIND")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "gossip-port", Value: def.GossipPort, Usage: "gossip port (TCP and UDP)", EnvVars: env("GOSSIP_PORT")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise", Usage: "IP address (or go-sockaddr template) other nodes reach this one at (default: the bind address, or the only private IP)", EnvVars: env("ADVERTISE")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "advertise-port", Usage: "gossip port other nodes use, if it differs from --gossip-port (NAT)", EnvVars: env("ADVERTISE_PORT")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "http-addr", Usage: "address the HTTP API listens on (default: the bind IP, port 7070)", EnvVars: env("HTTP_ADDR")}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "label", Usage: "operator label key=value, gossiped with the node (repeatable)", EnvVars: env("LABEL")}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "join", Usage: "address (host:port or DNS name) to join at start; start fails if none answers (repeatable)", EnvVars: env("JOIN")}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "retry-join", Usage: "address to join in the background after start (repeatable)", EnvVars: env("RETRY_JOIN")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retry-interval", Value: def.RetryInterval, Usage: "wait before the first join retry; doubles up to 30s", EnvVars: env("RETRY_INTERVAL")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "retry-max", Value: def.RetryMax, Usage: "join attempts before giving up (0: forever)", EnvVars: env("RETRY_MAX")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "encrypt", Usage: "base64 gossip encryption key (make one with `colony keygen`)", EnvVars: env("ENCRYPT")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "gossip-profile", Value: def.GossipProfile, Usage: "gossip timers: lan, wan or local (loopback tests)", EnvVars: env("GOSSIP_PROFILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: env("LOG_FORMAT")}),
+	}
+}
+
+func agentCommand() *cli.Command {
+	flags := agentFlags()
+	return &cli.Command{
+		Name:   "agent",
+		Usage:  "run a Colony node",
+		Flags:  flags,
+		Before: func(c *cli.Context) error { return loadConfigFile(c, flags) },
+		Action: runAgent,
+	}
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// configFromFlags builds agent.Config from the parsed flags.
+func configFromFlags(c *cli.Context) (agent.Config, error) {
+	if c.NArg() > 0 {
+		return agent.Config{}, fmt.Errorf("unexpected argument(s) %q: the agent takes only flags", strings.Join(c.Args().Slice(), " "))
+	}
+	cfg := agent.DefaultConfig()
+	cfg.NodeName = c.String("node-name")
+	cfg.DataDir = c.String("data-dir")
+	cfg.BindAddr = c.String("bind")
+	cfg.GossipPort = c.Int("gossip-port")
+	cfg.AdvertiseAddr = c.String("advertise")
+	cfg.AdvertisePort = c.Int("advertise-port")
+	cfg.HTTPAddr = c.String("http-addr")
+	cfg.Join = c.StringSlice("join")
+	cfg.RetryJoin = c.StringSlice("retry-join")
+	cfg.RetryInterval = c.Duration("retry-interval")
+	cfg.RetryMax = c.Int("retry-max")
+	cfg.EncryptKey = c.String("encrypt")
+	cfg.GossipProfile = c.String("gossip-profile")
+	labels, err := agent.ParseLabels(c.StringSlice("label"))
+	if err != nil {
+		return cfg, fmt.Errorf("--label: %w", err)
+	}
+	cfg.Labels = labels
+	return cfg, cfg.Validate()
+}
+
+func runAgent(c *cli.Context) error {
+	logger, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return err
+	}
+	cfg, err := configFromFlags(c)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	started := make(chan error, 1)
+	go func() { started <- a.Start(ctx) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			_ = a.Shutdown()
+			return err
+		}
+	case s := <-sigs:
+		logger.Info("signal received while joining; stopping", "subsystem", "agent", "signal", s.String())
+		cancel()
+		<-started
+		_ = a.Shutdown()
+		return nil
+	}
+
+	for {
+		select {
+		case s := <-sigs:
+			if a.State() != agent.StateAlive {
+				logger.Warn("second signal: stopping now", "subsystem", "agent", "signal", s.String())
+				_ = a.Shutdown()
+				continue
+			}
+			logger.Info("signal received: leaving gracefully (send it again to stop at once)", "subsystem", "agent", "signal", s.String())
+			go func() { _ = a.Leave() }()
+		case <-a.Done():
+			if err := a.Err(); err != nil {
+				return err
+			}
+			return nil
+		}
+	}
+}
+
+var errNoArgs = errors.New("this command takes no arguments")
