@@ -1,7 +1,9 @@
 package gossip
 
 import (
+	"encoding/json"
 	"fmt"
+	"net"
 	"time"
 	"unsafe"
 
@@ -33,11 +35,82 @@ func (d *delegate) NotifyMsg([]byte) {}
 // GetBroadcasts implements memberlist.Delegate.
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 
-// LocalState implements memberlist.Delegate.
-func (d *delegate) LocalState(join bool) []byte { return nil }
+// LocalState implements memberlist.Delegate: it adds the dead and left
+// members this node remembers to push/pull syncs. memberlist forgets them
+// and never teaches them to a newcomer, so without this a node that joined
+// later would give a different answer to "who is in the cluster".
+func (d *delegate) LocalState(join bool) []byte {
+	g := d.g()
+	g.mu.Lock()
+	gone := make([]goneMember, 0)
+	for _, m := range g.members {
+		if (m.Status == StatusDead || m.Status == StatusLeft) && len(gone) < maxGoneMembers {
+			meta, err := m.Meta.Encode()
+			if err != nil {
+				continue
+			}
+			gone = append(gone, goneMember{Name: m.Name, Addr: m.Addr.String(), Port: m.Port, Status: m.Status, Since: m.Since.Unix(), Meta: meta})
+		}
+	}
+	g.mu.Unlock()
+	if len(gone) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(gone)
+	if err != nil {
+		return nil
+	}
+	return append([]byte{goneStateVersion}, b...)
+}
 
-// MergeRemoteState implements memberlist.Delegate.
-func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
+// MergeRemoteState implements memberlist.Delegate: it learns dead and left
+// members this node has never seen. What this node already knows of a
+// member (from memberlist itself) always wins.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) {
+	if len(buf) == 0 {
+		return
+	}
+	g := d.g()
+	var gone []goneMember
+	if buf[0] != goneStateVersion || len(buf) > maxGoneBytes || json.Unmarshal(buf[1:], &gone) != nil || len(gone) > maxGoneMembers {
+		g.logger.Warn("ignoring malformed member state from a peer", "bytes", len(buf))
+		return
+	}
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, r := range gone {
+		if r.Name == "" || r.Name == g.cfg.NodeName || (r.Status != StatusDead && r.Status != StatusLeft) {
+			continue
+		}
+		if _, known := g.members[r.Name]; known {
+			continue
+		}
+		meta, err := DecodeMeta(r.Meta)
+		ip := net.ParseIP(r.Addr)
+		since := time.Unix(r.Since, 0)
+		if err != nil || ip == nil || since.After(now) || (g.cfg.ReapTimeout > 0 && now.Sub(since) > g.cfg.ReapTimeout) {
+			continue
+		}
+		g.members[r.Name] = &Member{Name: r.Name, Addr: ip, Port: r.Port, Status: r.Status, Since: since, Meta: *meta}
+	}
+}
+
+// goneMember is a dead or left member in push/pull user state.
+type goneMember struct {
+	Name   string `json:"n"`
+	Addr   string `json:"a"`
+	Port   uint16 `json:"p"`
+	Status Status `json:"s"`
+	Since  int64  `json:"t"`
+	Meta   []byte `json:"m"`
+}
+
+const (
+	goneStateVersion = 1
+	maxGoneMembers   = 4096
+	maxGoneBytes     = 4 << 20
+)
 
 // NotifyJoin implements memberlist.EventDelegate.
 func (d *delegate) NotifyJoin(n *memberlist.Node) { d.record(n, StatusAlive) }

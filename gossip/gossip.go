@@ -174,6 +174,8 @@ type Gossip struct {
 	members  map[string]*Member // by node name, including this node
 	conflict error              // set when a merge was refused during a join
 
+	leavePropagate time.Duration // how long Leave keeps answering probes
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -245,6 +247,7 @@ func New(cfg Config) (*Gossip, error) {
 		}
 	}
 	mc.Transport = tr
+	g.leavePropagate = 2 * mc.ProbeInterval
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = tr.Shutdown()
@@ -417,6 +420,13 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if err := g.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("gossip leave: %w", err)
 	}
+	// Keep answering probes while the news spreads: a node that vanished
+	// the moment its message was first sent gets suspected by peers that
+	// have not heard yet, and "dead" then wins the race against "left"
+	// (Serf's LeavePropagateDelay does the same).
+	t := time.NewTimer(g.leavePropagate)
+	defer t.Stop()
+	<-t.C
 	return nil
 }
 
