@@ -45,7 +45,9 @@ func summary(ms map[string]agent.MemberInfo) string {
 func allSee(t *testing.T, procs []*harness.Proc, want string) {
 	t.Helper()
 	start := time.Now()
-	defer func() { t.Logf("%d nodes agree on %q after %s", len(procs), want, time.Since(start).Round(time.Millisecond)) }()
+	defer func() {
+		t.Logf("%d nodes agree on %q after %s", len(procs), want, time.Since(start).Round(time.Millisecond))
+	}()
 	for _, p := range procs {
 		retry.Until(t, 45*time.Second, func() error {
 			ms, err := members(t, p)
