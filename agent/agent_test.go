@@ -301,3 +301,46 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinByDNSName: a join address may be a host name.
+func TestJoinByDNSName(t *testing.T) {
+	seed := startAgent(t, testConfig(t, "a", t.TempDir()))
+	_, port, _ := strings.Cut(seed.GossipAddr(), ":")
+	cfg := testConfig(t, "b", t.TempDir())
+	cfg.Join = []string{"localhost:" + port}
+	b := startAgent(t, cfg)
+	allSee(t, []*Agent{seed, b}, "a=alive b=alive")
+}
+
+// TestAdvertiseChoice: binding to all interfaces picks the only private
+// address, or refuses with a hint listing the candidates.
+func TestAdvertiseChoice(t *testing.T) {
+	got, err := gossip.ChooseAdvertise("0.0.0.0", "")
+	switch {
+	case err == nil:
+		if got == "" || got == "0.0.0.0" {
+			t.Fatalf("chose %q", got)
+		}
+	case errors.Is(err, gossip.ErrAmbiguousAdvertise):
+		if !strings.Contains(err.Error(), "--advertise") {
+			t.Fatalf("no hint in %v", err)
+		}
+		cfg := testConfig(t, "a", t.TempDir())
+		cfg.BindAddr = "0.0.0.0"
+		cfg.HTTPAddr = "127.0.0.1:0"
+		if _, err := New(cfg); !errors.Is(err, gossip.ErrAmbiguousAdvertise) {
+			t.Fatalf("agent on an ambiguous host: %v", err)
+		}
+	default:
+		t.Fatal(err)
+	}
+	if got, _ := gossip.ChooseAdvertise("127.0.0.5", ""); got != "127.0.0.5" {
+		t.Fatalf("specific bind address not used: %q", got)
+	}
+	if _, err := gossip.ResolveIP(`{{ GetPrivateInterfaces | include "name" "no-such-nic" | attr "address" }}`, "advertise address"); err == nil {
+		t.Fatal("template matching nothing accepted")
+	}
+	if ip, err := gossip.ResolveIP(`{{ "127.0.0.9" }}`, "bind address"); err != nil || ip != "127.0.0.9" {
+		t.Fatalf("template: %q %v", ip, err)
+	}
+}
