@@ -300,7 +300,7 @@ func (r *reader) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
+	if n <= 0 || n != uvarintLen(v) {
 		r.fail("bad uvarint")
 		return 0
 	}
@@ -313,7 +313,7 @@ func (r *reader) varint() int64 {
 		return 0
 	}
 	v, n := binary.Varint(r.b)
-	if n <= 0 {
+	if n <= 0 || n != varintLen(v) {
 		r.fail("bad varint")
 		return 0
 	}
@@ -343,6 +343,25 @@ func (r *reader) str(limit int) string {
 	s := string(r.b[:n])
 	r.b = r.b[n:]
 	return s
+}
+
+// uvarintLen and varintLen give the minimal encoding length: overlong
+// varints are refused so that every summary has exactly one encoding.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+func varintLen(v int64) int {
+	u := uint64(v) << 1
+	if v < 0 {
+		u = ^u
+	}
+	return uvarintLen(u)
 }
 
 // length reads a list length, refusing more than limit entries or more

@@ -153,9 +153,6 @@ func mapsEqual(a, b map[string]uint64) bool {
 func TestMergeProperties(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	n := 300
-	if raceEnabled {
-		n = 40
-	}
 	truncated := 0
 	for i := range n {
 		a, b, c := randomSummary(rng), randomSummary(rng), randomSummary(rng)
