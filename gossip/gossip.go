@@ -112,15 +112,24 @@ type Config struct {
 	OnChange func()
 	// Tune, if set, adjusts the memberlist configuration last (scale harness, tests).
 	Tune func(*memberlist.Config)
+	// ReconnectInterval is how often this node tries to reach one dead
+	// member, so that both sides of a healed partition merge again
+	// (memberlist alone stops talking to a dead node after a short while).
+	// Zero disables it.
+	ReconnectInterval time.Duration
+	// DropTo, if set, is asked before every packet and connection this node
+	// sends; true drops it. Tests use it to cut the network between nodes.
+	DropTo func(addr string) bool
 }
 
 // DefaultConfig returns a Config with Colony's defaults.
 func DefaultConfig() Config {
 	return Config{
-		BindAddr:    "0.0.0.0",
-		BindPort:    7946,
-		Profile:     ProfileLAN,
-		ReapTimeout: 24 * time.Hour,
+		BindAddr:          "0.0.0.0",
+		BindPort:          7946,
+		Profile:           ProfileLAN,
+		ReapTimeout:       24 * time.Hour,
+		ReconnectInterval: 30 * time.Second,
 	}
 }
 
@@ -152,6 +161,9 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("unknown gossip profile %q (want lan, wan or local)", c.Profile))
 	}
+	if c.ReconnectInterval < 0 {
+		errs = append(errs, errors.New("reconnect interval is negative"))
+	}
 	if c.ReapTimeout < 0 {
 		errs = append(errs, errors.New("reap timeout is negative"))
 	}
@@ -175,6 +187,8 @@ type Gossip struct {
 	conflict error              // set when a merge was refused during a join
 
 	leavePropagate time.Duration // how long Leave keeps answering probes
+	stop           chan struct{} // closed by Shutdown
+	wg             sync.WaitGroup
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -235,7 +249,7 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	tr, err := newCountingTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger, MetricLabels: mc.MetricLabels,
-	}, g.ctr)
+	}, g.ctr, cfg.DropTo)
 	if err != nil {
 		dropRoute(g.route)
 		return nil, fmt.Errorf("start gossip: %w", err)
@@ -255,7 +269,43 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", mc.BindAddr, mc.BindPort, err)
 	}
 	g.ml = ml
+	g.stop = make(chan struct{})
+	if cfg.ReconnectInterval > 0 {
+		g.wg.Add(1)
+		go g.reconnectLoop()
+	}
 	return g, nil
+}
+
+// reconnectLoop tries one random dead member every ReconnectInterval, as
+// Serf does: after a partition heals, each side has declared the other
+// dead and would otherwise never speak to it again.
+func (g *Gossip) reconnectLoop() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.cfg.ReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		var dead []string
+		g.mu.Lock()
+		for _, m := range g.members {
+			if m.Status == StatusDead {
+				dead = append(dead, m.Address())
+			}
+		}
+		g.mu.Unlock()
+		if len(dead) == 0 {
+			continue
+		}
+		addr := dead[rand.IntN(len(dead))]
+		if n, err := g.ml.Join([]string{addr}); err == nil && n > 0 {
+			g.logger.Info("reconnected to a member thought dead", "addr", addr)
+		}
+	}
 }
 
 // LocalName is this node's name.
@@ -434,6 +484,8 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 // fail. It is idempotent.
 func (g *Gossip) Shutdown() error {
 	g.shutdownOnce.Do(func() {
+		close(g.stop)
+		g.wg.Wait()
 		g.shutdownErr = g.ml.Shutdown()
 		dropRoute(g.route)
 	})

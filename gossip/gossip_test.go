@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,5 +232,86 @@ func TestGarbageMetadataRejected(t *testing.T) {
 		if strings.HasPrefix(m.Name, "evil") {
 			t.Fatalf("node with garbage metadata listed: %+v", m)
 		}
+	}
+}
+
+// partition cuts the network between two groups of nodes by address.
+type partition struct {
+	mu  sync.Mutex
+	cut map[[2]string]bool
+}
+
+func (p *partition) dropFrom(self *string) func(string) bool {
+	return func(to string) bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.cut[[2]string{*self, to}]
+	}
+}
+
+func (p *partition) split(left, right []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = map[[2]string]bool{}
+	for _, l := range left {
+		for _, r := range right {
+			p.cut[[2]string{l, r}] = true
+			p.cut[[2]string{r, l}] = true
+		}
+	}
+}
+
+func (p *partition) heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = nil
+}
+
+// TestPartitionHeals: both sides of a partition declare the other dead,
+// and once it heals the reconnect loop merges them again.
+func TestPartitionHeals(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := &partition{}
+	names := []string{"a", "b", "c"}
+	addrs := make([]string, 3)
+	var nodes []*Gossip
+	for i, n := range names {
+		cfg := DefaultConfig()
+		cfg.NodeName = n
+		cfg.BindAddr = "127.0.0.1"
+		cfg.BindPort = 0
+		cfg.Profile = ProfileLocal
+		cfg.Meta = Meta{ID: uuid.New()}
+		cfg.Tune = func(c *memberlist.Config) {
+			fastTimers(c)
+			c.GossipToTheDeadTime = 500 * time.Millisecond
+		}
+		cfg.ReconnectInterval = 300 * time.Millisecond
+		cfg.DropTo = p.dropFrom(&addrs[i])
+		g, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.Shutdown() })
+		addrs[i] = addr(g)
+		nodes = append(nodes, g)
+	}
+	for _, g := range nodes[1:] {
+		if _, err := g.Join(ctx, []string{addrs[0]}, quickRetry()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := map[string]Status{"a": StatusAlive, "b": StatusAlive, "c": StatusAlive}
+	for _, g := range nodes {
+		waitFor(t, 10*time.Second, func() error { return expect(g, all) })
+	}
+	p.split(addrs[:2], addrs[2:])
+	waitFor(t, 20*time.Second, func() error { return expect(nodes[0], map[string]Status{"c": StatusDead}) })
+	waitFor(t, 20*time.Second, func() error { return expect(nodes[2], map[string]Status{"a": StatusDead, "b": StatusDead}) })
+	// Long enough apart that memberlist has stopped gossiping to the dead.
+	p.heal()
+	for _, g := range nodes {
+		waitFor(t, 20*time.Second, func() error { return expect(g, all) })
 	}
 }

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -15,13 +16,14 @@ import (
 type countingTransport struct {
 	*memberlist.NetTransport
 	c        *counters
+	drop     func(addr string) bool // fault injection; nil in production
 	streamCh chan net.Conn
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 }
 
-func newCountingTransport(nc *memberlist.NetTransportConfig, c *counters) (*countingTransport, error) {
+func newCountingTransport(nc *memberlist.NetTransportConfig, c *counters, drop func(string) bool) (*countingTransport, error) {
 	// Binding TCP and UDP to the same kernel-chosen port can race with other
 	// processes; memberlist retries the same way.
 	tries := 1
@@ -38,7 +40,7 @@ func newCountingTransport(nc *memberlist.NetTransportConfig, c *counters) (*coun
 	if err != nil {
 		return nil, fmt.Errorf("bind %v port %d: %w", nc.BindAddrs, nc.BindPort, err)
 	}
-	t := &countingTransport{NetTransport: nt, c: c, streamCh: make(chan net.Conn), stop: make(chan struct{})}
+	t := &countingTransport{NetTransport: nt, c: c, drop: drop, streamCh: make(chan net.Conn), stop: make(chan struct{})}
 	t.wg.Add(1)
 	go t.forwardStreams()
 	return t, nil
@@ -67,6 +69,9 @@ func (t *countingTransport) StreamCh() <-chan net.Conn { return t.streamCh }
 
 // DialTimeout implements memberlist.Transport.
 func (t *countingTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if t.drop != nil && t.drop(addr) {
+		return nil, fmt.Errorf("dial %s: %w", addr, ErrPartitioned)
+	}
 	conn, err := t.NetTransport.DialTimeout(addr, timeout)
 	if err != nil {
 		return nil, err
@@ -81,8 +86,20 @@ func (t *countingTransport) DialAddressTimeout(a memberlist.Address, timeout tim
 
 // WriteToAddress implements memberlist.NodeAwareTransport.
 func (t *countingTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	return t.NetTransport.WriteTo(b, a.Addr)
+	return t.WriteTo(b, a.Addr)
 }
+
+// WriteTo implements memberlist.Transport; a partitioned packet is lost
+// silently, as on a real network.
+func (t *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if t.drop != nil && t.drop(addr) {
+		return time.Now(), nil
+	}
+	return t.NetTransport.WriteTo(b, addr)
+}
+
+// ErrPartitioned is returned for connections a fault-injection hook refuses.
+var ErrPartitioned = errors.New("partitioned (fault injection)")
 
 // Shutdown implements memberlist.Transport.
 func (t *countingTransport) Shutdown() error {
