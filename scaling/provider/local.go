@@ -256,7 +256,9 @@ func (l *Local) lock(ctx context.Context) (func(), error) {
 	}
 }
 
-func (l *Local) recordPath(id string) string { return filepath.Join(l.cfg.BaseDir, id, "instance.json") }
+func (l *Local) recordPath(id string) string {
+	return filepath.Join(l.cfg.BaseDir, id, "instance.json")
+}
 
 func (l *Local) readRecord(id string) (*localRecord, error) {
 	b, err := os.ReadFile(l.recordPath(id))

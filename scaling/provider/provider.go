@@ -175,14 +175,14 @@ func (s State) Valid() bool {
 // Instance is one launched machine. The agent on it runs with node name
 // ID, so the leader maps gossip members to instances by name.
 type Instance struct {
-	ID             string            `json:"id"`
-	Type           string            `json:"type"`
-	IdempotencyKey string            `json:"idempotency_key"`
+	ID             string `json:"id"`
+	Type           string `json:"type"`
+	IdempotencyKey string `json:"idempotency_key"`
 	// Index is the instance's slot in its launch, 0..Count-1: with the key
 	// it names the instance, so a repeated launch fills only missing slots.
-	Index     int               `json:"index"`
-	State     State             `json:"state"`
-	Labels    map[string]string `json:"labels,omitempty"`
+	Index  int               `json:"index"`
+	State  State             `json:"state"`
+	Labels map[string]string `json:"labels,omitempty"`
 	// Addr is the agent's gossip address (ip:port), empty until known.
 	Addr      string    `json:"addr,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
