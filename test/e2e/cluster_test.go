@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"colony/agent"
 	"colony/test/harness"
 	"colony/test/retry"
 )
@@ -42,6 +41,22 @@ type Cluster struct {
 	mu    sync.Mutex
 	nodes []*Node
 	ids   map[string]string // node name -> node ID recorded at boot
+}
+
+// member is one entry of `colony members --format json`, the fields the
+// suite compares. (Decoded here rather than with the agent package's types
+// so the suite keeps testing the CLI's output, not the Go API.)
+type member struct {
+	Name    string `json:"name"`
+	ID      string `json:"id"`
+	Address string `json:"address"`
+	Status  string `json:"status"`
+}
+
+// selfInfo is the part of `colony info --format json` the suite uses.
+type selfInfo struct {
+	Member    member    `json:"member"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // Node is one container running `colony agent`.
@@ -196,8 +211,41 @@ func (c *Cluster) Kill(n *Node) { mustDocker(c.t, "kill", "--signal", "KILL", n.
 // Start starts a stopped container again, with its volume (and node ID).
 func (c *Cluster) Start(n *Node) { mustDocker(c.t, "start", n.Container) }
 
-// Restart stops the container with SIGTERM (a graceful leave) and starts it.
-func (c *Cluster) Restart(n *Node) { mustDocker(c.t, "restart", n.Container) }
+// Restart stops the container with SIGTERM (a graceful leave) and starts
+// it, then waits until the agent answers as a new process.
+func (c *Cluster) Restart(n *Node) {
+	c.t.Helper()
+	before, err := c.Self(n)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	mustDocker(c.t, "restart", n.Container)
+	retry.Until(c.t, convergeTimeout, func() error {
+		after, err := c.Self(n)
+		if err != nil {
+			return err
+		}
+		if !after.StartedAt.After(before.StartedAt) {
+			return fmt.Errorf("%s still reports the start time %s", n.Name, before.StartedAt)
+		}
+		return nil
+	})
+}
+
+// Self is node n's own description (`colony info`).
+func (c *Cluster) Self(n *Node) (selfInfo, error) {
+	var info struct {
+		Self selfInfo `json:"self"`
+	}
+	out, err := c.Query(n, "info", "--format", "json")
+	if err != nil {
+		return info.Self, err
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return info.Self, fmt.Errorf("%s: info: bad JSON %q: %w", n.Name, out, err)
+	}
+	return info.Self, nil
+}
 
 // Pause freezes every process of the container: a hung node.
 func (c *Cluster) Pause(n *Node) { mustDocker(c.t, "pause", n.Container); n.paused = true }
@@ -240,16 +288,16 @@ func (c *Cluster) Query(n *Node, args ...string) (string, error) {
 }
 
 // Members is node n's view of the cluster, by member name.
-func (c *Cluster) Members(n *Node) (map[string]agent.MemberInfo, error) {
+func (c *Cluster) Members(n *Node) (map[string]member, error) {
 	out, err := c.Query(n, "members", "--format", "json")
 	if err != nil {
 		return nil, err
 	}
-	var ms []agent.MemberInfo
+	var ms []member
 	if err := json.Unmarshal([]byte(out), &ms); err != nil {
 		return nil, fmt.Errorf("%s: members: bad JSON %q: %w", n.Name, out, err)
 	}
-	view := map[string]agent.MemberInfo{}
+	view := map[string]member{}
 	for _, m := range ms {
 		view[m.Name] = m
 	}
@@ -267,8 +315,14 @@ func (c *Cluster) Members(n *Node) (map[string]agent.MemberInfo, error) {
 func (c *Cluster) Converge(step string, observers []*Node, want map[string]string) time.Duration {
 	c.t.Helper()
 	start := time.Now()
-	retry.Until(c.t, convergeTimeout, func() error {
-		views := map[string]map[string]agent.MemberInfo{}
+	var last error // the last disagreement: says what was slow
+	retry.Until(c.t, convergeTimeout, func() (err error) {
+		defer func() {
+			if err != nil {
+				last = fmt.Errorf("at %s: %w", time.Since(start).Round(10*time.Millisecond), err)
+			}
+		}()
+		views := map[string]map[string]member{}
 		for _, o := range observers {
 			v, err := c.Members(o)
 			if err != nil {
@@ -286,13 +340,16 @@ func (c *Cluster) Converge(step string, observers []*Node, want map[string]strin
 	})
 	d := time.Since(start)
 	c.t.Logf("%-28s %d nodes agree on %q after %s", step+":", len(observers), summarize(want), d.Round(10*time.Millisecond))
+	if last != nil && d > 2*time.Second {
+		c.t.Logf("%-28s   (last disagreement %v)", "", last)
+	}
 	return d
 }
 
 // agree checks that the observers' views match each other and the node IDs
 // recorded at boot (recording them the first time).
-func (c *Cluster) agree(views map[string]map[string]agent.MemberInfo) error {
-	var ref map[string]agent.MemberInfo
+func (c *Cluster) agree(views map[string]map[string]member) error {
+	var ref map[string]member
 	var refName string
 	for name, v := range views {
 		if ref == nil {
@@ -374,10 +431,10 @@ func (c *Cluster) checkStatus(observers []*Node) error {
 	return nil
 }
 
-func summary(v map[string]agent.MemberInfo) string {
+func summary(v map[string]member) string {
 	m := map[string]string{}
 	for n, info := range v {
-		m[n] = info.Status.String()
+		m[n] = info.Status
 	}
 	return summarize(m)
 }
