@@ -137,7 +137,8 @@ func quorum(n int) int { return n/2 + 1 }
 type voterState struct {
 	id    string
 	zone  string
-	alive bool // counts towards quorum now
+	alive   bool // counts towards quorum now (alive or suspect)
+	healthy bool // alive in gossip, not merely suspect
 }
 
 // PlanVoters decides how the leader should change the Raft configuration
@@ -199,7 +200,7 @@ func PlanVoters(servers []Server, members []Member, p VoterPolicy) []Action {
 		switch {
 		case s.ID == p.LeaderID:
 			if s.Voter {
-				present = append(present, voterState{id: s.ID, zone: m.zone(), alive: true})
+				present = append(present, voterState{id: s.ID, zone: m.zone(), alive: true, healthy: true})
 			}
 		case !known:
 			if s.Voter {
@@ -218,7 +219,7 @@ func PlanVoters(servers []Server, members []Member, p VoterPolicy) []Action {
 		case m.Status == MemberAlive && m.optedOut():
 			optedOut = append(optedOut, voterState{id: s.ID, zone: m.zone(), alive: true})
 		default:
-			present = append(present, voterState{id: s.ID, zone: m.zone(), alive: m.Status == MemberAlive || m.Status == MemberSuspect})
+			present = append(present, voterState{id: s.ID, zone: m.zone(), alive: m.Status == MemberAlive || m.Status == MemberSuspect, healthy: m.Status == MemberAlive})
 		}
 	}
 
@@ -300,7 +301,7 @@ func PlanVoters(servers []Server, members []Member, p VoterPolicy) []Action {
 	if zoned && len(added) == 0 && len(toRemove) == 0 && len(optedOut) == 0 && len(candidates) > 0 {
 		allAlive := true
 		for _, v := range present {
-			allAlive = allAlive && v.alive
+			allAlive = allAlive && v.healthy
 		}
 		var crowded *voterState
 		for i := range present {
@@ -384,8 +385,8 @@ func PlanVoters(servers []Server, members []Member, p VoterPolicy) []Action {
 			}
 		}
 		slices.SortFunc(rest, func(a, b voterState) int {
-			if a.alive != b.alive {
-				if !a.alive {
+			if a.healthy != b.healthy {
+				if !a.healthy {
 					return -1
 				}
 				return 1
