@@ -135,8 +135,8 @@ func quorum(n int) int { return n/2 + 1 }
 
 // voterState is a voter of the configuration as PlanVoters sees it.
 type voterState struct {
-	id    string
-	zone  string
+	id      string
+	zone    string
 	alive   bool // counts towards quorum now (alive or suspect)
 	healthy bool // alive in gossip, not merely suspect
 }
