@@ -266,10 +266,14 @@ func (c *Cluster) Connect(n *Node) {
 }
 
 // cli runs the host's colony binary with a deadline.
-func (c *Cluster) cli(args ...string) (string, error) {
+func (c *Cluster) cli(args ...string) (string, error) { return colonyCLI(c.t, args...) }
+
+// colonyCLI runs the host's colony binary (built once per run) with a
+// deadline and returns its output.
+func colonyCLI(t testing.TB, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, harness.Binary(c.t), args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, harness.Binary(t), args...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("colony %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
