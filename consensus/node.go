@@ -452,3 +452,40 @@ func (n *Node) closeStores() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ApplyVoterActions carries out a plan from PlanVoters in order, stopping
+// at the first error (the next plan starts from whatever was done).
+func (n *Node) ApplyVoterActions(ctx context.Context, actions []Action) error {
+	for _, a := range actions {
+		var err error
+		if a.Kind == ActionAddVoter {
+			err = n.AddVoter(ctx, a.ID, a.Address)
+		} else {
+			err = n.RemoveServer(ctx, a.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", a, err)
+		}
+		n.logger.Info("raft voter change", "action", a.Kind.String(), "id", a.ID, "reason", a.Reason)
+	}
+	return nil
+}
+
+// ReconcileVoters is one pass of the leader's voter loop: it plans against
+// the current configuration and the given gossip view (policy.LeaderID is
+// set to this node) and applies the plan. It returns what it did.
+func (n *Node) ReconcileVoters(ctx context.Context, members []Member, policy VoterPolicy) ([]Action, error) {
+	if err := policy.Validate(); err != nil {
+		return nil, err
+	}
+	if !n.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	servers, err := n.Servers()
+	if err != nil {
+		return nil, err
+	}
+	policy.LeaderID = n.ID()
+	actions := PlanVoters(servers, members, policy)
+	return actions, n.ApplyVoterActions(ctx, actions)
+}
