@@ -131,7 +131,14 @@ func WritePeersFile(dataDir string, servers []Server) error {
 // ReadServers returns the latest Raft configuration stored in a stopped
 // node's data dir: the input an operator needs to pick the survivors for
 // Recover.
-func ReadServers(dataDir string) ([]Server, error) {
+func ReadServers(dataDir string) (servers []Server, err error) {
+	// raft.DecodeConfiguration panics on a corrupt entry; an operator tool
+	// should report that, not crash.
+	defer func() {
+		if r := recover(); r != nil {
+			servers, err = nil, fmt.Errorf("corrupt raft configuration entry: %v", r)
+		}
+	}()
 	store, snaps, err := openOffline(dataDir, 1, newHCLogAdapter(slog.New(slog.DiscardHandler), slog.LevelError))
 	if err != nil {
 		return nil, err
