@@ -53,28 +53,48 @@ func (r Requirements) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// unmet returns why t does not satisfy r, or "" if it does.
-func (r Requirements) unmet(t InstanceType) string {
+// unmet returns why t does not satisfy r ("" if it does). keys are r's
+// label keys, sorted once by the caller. Without explain it returns only
+// "x" for a refusal: the hot path builds no strings.
+func (r Requirements) unmet(t InstanceType, keys []string, explain bool) string {
 	p := t.Profile
 	if need := float64(r.CPUMillis) / 1000; need > p.CPUs {
+		if !explain {
+			return "x"
+		}
 		return fmt.Sprintf("%g cpus < %g", p.CPUs, need)
 	}
 	if r.MemoryMiB > p.MemoryMiB {
+		if !explain {
+			return "x"
+		}
 		return fmt.Sprintf("%d MiB < %d", p.MemoryMiB, r.MemoryMiB)
 	}
 	if r.Arch != "" && r.Arch != p.Arch {
+		if !explain {
+			return "x"
+		}
 		return fmt.Sprintf("arch %q", p.Arch)
 	}
 	if r.OS != "" && r.OS != p.OS {
+		if !explain {
+			return "x"
+		}
 		return fmt.Sprintf("os %q", p.OS)
 	}
-	for _, k := range slices.Sorted(maps.Keys(r.Labels)) {
+	for _, k := range keys {
 		if v, ok := p.Labels[k]; !ok || v != r.Labels[k] {
+			if !explain {
+				return "x"
+			}
 			return fmt.Sprintf("no label %s=%s", k, r.Labels[k])
 		}
 	}
 	for _, k := range t.Reserved {
 		if _, ok := r.Labels[k]; !ok {
+			if !explain {
+				return "x"
+			}
 			return fmt.Sprintf("reserved for %s", k)
 		}
 	}
@@ -90,27 +110,35 @@ func (r Requirements) unmet(t InstanceType) string {
 // reserved for a label (InstanceType.Reserved) are considered only when req
 // names that label. ErrNoMatch says why each type was refused.
 func ChooseType(types []InstanceType, req Requirements) (InstanceType, error) {
-	var ok []InstanceType
-	var why []string
-	for _, t := range types {
-		if reason := req.unmet(t); reason != "" {
-			why = append(why, t.Name+": "+reason)
+	keys := slices.Sorted(maps.Keys(req.Labels))
+	best := -1
+	for i, t := range types {
+		if req.unmet(t, keys, false) != "" {
 			continue
 		}
-		ok = append(ok, t)
-	}
-	if len(ok) == 0 {
-		if len(why) == 0 {
-			why = []string{"no types offered"}
+		if best < 0 || better(t, types[best]) {
+			best = i
 		}
-		return InstanceType{}, fmt.Errorf("%w (%s): %s", ErrNoMatch, req, strings.Join(why, "; "))
 	}
-	return slices.MinFunc(ok, func(a, b InstanceType) int {
-		return cmp.Or(
-			cmp.Compare(a.CostPerHour, b.CostPerHour),
-			cmp.Compare(a.Profile.CPUs, b.Profile.CPUs),
-			cmp.Compare(a.Profile.MemoryMiB, b.Profile.MemoryMiB),
-			cmp.Compare(a.Name, b.Name),
-		)
-	}), nil
+	if best >= 0 {
+		return types[best], nil
+	}
+	why := make([]string, 0, len(types))
+	for _, t := range types {
+		why = append(why, t.Name+": "+req.unmet(t, keys, true))
+	}
+	if len(why) == 0 {
+		why = []string{"no types offered"}
+	}
+	return InstanceType{}, fmt.Errorf("%w (%s): %s", ErrNoMatch, req, strings.Join(why, "; "))
+}
+
+// better orders candidates: cheaper, then fewer cpus, less memory, name.
+func better(a, b InstanceType) bool {
+	return cmp.Or(
+		cmp.Compare(a.CostPerHour, b.CostPerHour),
+		cmp.Compare(a.Profile.CPUs, b.Profile.CPUs),
+		cmp.Compare(a.Profile.MemoryMiB, b.Profile.MemoryMiB),
+		cmp.Compare(a.Name, b.Name),
+	) < 0
 }

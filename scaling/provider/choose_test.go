@@ -2,6 +2,7 @@ package provider
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -85,5 +86,27 @@ func TestChooseTypeExplainsRefusals(t *testing.T) {
 	}
 	if _, err := ChooseType(nil, Requirements{}); !errors.Is(err, ErrNoMatch) {
 		t.Fatalf("empty list: %v", err)
+	}
+}
+
+// BenchmarkChooseType: one broker decision over a 100-type catalogue (the
+// autoscaler makes one per pending requirement shape per tick).
+func BenchmarkChooseType(b *testing.B) {
+	var types []InstanceType
+	for i := range 100 {
+		t := InstanceType{Name: fmt.Sprintf("t%03d", i), Profile: Profile{CPUs: float64(1 + i%16), MemoryMiB: int64(1024 * (1 + i%32)),
+			Arch: "amd64", OS: "linux", Labels: map[string]string{"zone": fmt.Sprintf("z%d", i%3)}}, CostPerHour: float64(i%17) * 0.1}
+		if i%10 == 0 {
+			t.Profile.Labels["gpu"] = "true"
+			t.Reserved = []string{"gpu"}
+		}
+		types = append(types, t)
+	}
+	req := Requirements{CPUMillis: 4000, MemoryMiB: 8192, Labels: map[string]string{"zone": "z1"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ChooseType(types, req); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -175,16 +175,23 @@ func (s State) Valid() bool {
 // Instance is one launched machine. The agent on it runs with node name
 // ID, so the leader maps gossip members to instances by name.
 type Instance struct {
-	ID             string `json:"id"`
-	Type           string `json:"type"`
+	// ID is the provider's instance ID (container name, EC2 instance ID)
+	// and the agent's node name.
+	ID string `json:"id"`
+	// Type is the InstanceType name it was launched as.
+	Type string `json:"type"`
+	// IdempotencyKey is the key of the launch that made it.
 	IdempotencyKey string `json:"idempotency_key"`
 	// Index is the instance's slot in its launch, 0..Count-1: with the key
 	// it names the instance, so a repeated launch fills only missing slots.
-	Index  int               `json:"index"`
-	State  State             `json:"state"`
+	Index int `json:"index"`
+	// State as the provider sees it now.
+	State State `json:"state"`
+	// Labels the agent was started with (type's and request's).
 	Labels map[string]string `json:"labels,omitempty"`
 	// Addr is the agent's gossip address (ip:port), empty until known.
-	Addr      string    `json:"addr,omitempty"`
+	Addr string `json:"addr,omitempty"`
+	// CreatedAt is when the instance was launched.
 	CreatedAt time.Time `json:"created_at"`
 }
 
