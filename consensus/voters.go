@@ -165,12 +165,12 @@ type voterState struct {
 // Apply the actions in order, stop at the first error and plan again on
 // the next tick: each plan is correct on its own.
 func PlanVoters(servers []Server, members []Member, p VoterPolicy) []Action {
-	byID := make(map[string]Member, len(members))
-	sorted := slices.Clone(members)
-	slices.SortStableFunc(sorted, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
-	for _, m := range sorted {
+	// The first entry of a duplicated ID counts; the input order of
+	// distinct members does not matter (candidates are sorted below).
+	byID := make(map[string]int, len(members)) // ID → index in members
+	for i, m := range members {
 		if _, dup := byID[m.ID]; !dup && m.ID != "" {
-			byID[m.ID] = m
+			byID[m.ID] = i
 		}
 	}
 	srv := slices.Clone(servers)
@@ -190,7 +190,11 @@ func PlanVoters(servers []Server, members []Member, p VoterPolicy) []Action {
 	)
 	for _, s := range srv {
 		inConfig[s.ID] = true
-		m, known := byID[s.ID]
+		mi, known := byID[s.ID]
+		var m Member
+		if known {
+			m = members[mi]
+		}
 		if s.Voter {
 			totalVoters++
 			if s.ID == p.LeaderID || (known && (m.Status == MemberAlive || m.Status == MemberSuspect)) {
@@ -235,16 +239,16 @@ func PlanVoters(servers []Server, members []Member, p VoterPolicy) []Action {
 			voterIDs[s.ID] = true
 		}
 	}
-	var candidates []Member
-	seen := map[string]bool{}
-	for _, m := range sorted {
-		if seen[m.ID] {
-			continue // a duplicate entry: the first one counts, as in byID
+	var ci []int
+	for i, m := range members {
+		if byID[m.ID] == i && !voterIDs[m.ID] && m.eligible() {
+			ci = append(ci, i)
 		}
-		seen[m.ID] = true
-		if m.ID != "" && !voterIDs[m.ID] && m.eligible() {
-			candidates = append(candidates, m)
-		}
+	}
+	slices.SortFunc(ci, func(a, b int) int { return cmp.Compare(members[a].ID, members[b].ID) })
+	candidates := make([]Member, len(ci))
+	for k, i := range ci {
+		candidates[k] = members[i]
 	}
 
 	// Target and desired count.
