@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"colony/consensus"
 	"colony/gossip"
 )
 
@@ -58,6 +59,15 @@ type Agent struct {
 	started time.Time
 
 	changed chan struct{} // membership changed: save peers soon
+	bindIP  string
+
+	httpClient *http.Client // agent-to-agent calls (forwarding, voter management)
+
+	raftMu        sync.Mutex
+	raftLn        net.Listener    // opened at New, handed to Raft when it starts
+	raftPort      int             // the Raft port actually bound
+	raft          *consensus.Node // nil unless this node is a voter
+	raftCollector prometheus.Collector
 
 	ctx    context.Context // cancelled on shutdown; owns every goroutine
 	cancel context.CancelFunc
@@ -130,7 +140,18 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("http api: listen on %s: %w", httpAddr, err)
 	}
 
-	meta := gossip.Meta{ID: id, Labels: cfg.Labels, APIPort: uint16(a.httpLn.Addr().(*net.TCPAddr).Port)}
+	a.bindIP = bind
+	a.raftLn, err = net.Listen("tcp", net.JoinHostPort(bind, strconv.Itoa(cfg.RaftPort)))
+	if err != nil {
+		return nil, fmt.Errorf("raft: listen on %s:%d: %w", bind, cfg.RaftPort, err)
+	}
+	a.raftPort = a.raftLn.Addr().(*net.TCPAddr).Port
+	a.httpClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: a.dialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}}
+	meta := gossip.Meta{
+		ID: id, Labels: cfg.Labels, APIPort: uint16(a.httpLn.Addr().(*net.TCPAddr).Port),
+		RaftAddr:        net.JoinHostPort(advertise, strconv.Itoa(a.raftPort)),
+		BootstrapExpect: uint32(cfg.BootstrapExpect),
+	}
 	detectCapabilities(&meta)
 	if _, err := meta.Encode(); err != nil {
 		return nil, fmt.Errorf("labels: %w", err)
@@ -146,6 +167,7 @@ func New(cfg Config) (*Agent, error) {
 	gc.Profile = cfg.GossipProfile
 	gc.Logger = a.logger
 	gc.Tune = cfg.TuneGossip
+	gc.DropTo = cfg.DropTo
 	gc.OnChange = func() {
 		select {
 		case a.changed <- struct{}{}:
@@ -234,6 +256,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 	}
 	background := a.cfg.RetryJoin
+	alone := false
 	if len(a.cfg.Join) == 0 && len(background) == 0 {
 		peers, err := a.dir.loadPeers()
 		if err != nil {
@@ -243,8 +266,14 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.logger.Info("rejoining peers saved by the previous run", "subsystem", "agent", "peers", len(peers))
 			background = peers
 			policy.Max = 0 // a restarted node keeps looking for its cluster
+		} else {
+			alone = true
 		}
 	}
+	if err := a.startConsensus(alone); err != nil {
+		return err
+	}
+	a.goFunc(a.raftLoop)
 	if len(background) > 0 {
 		a.goFunc(func() {
 			if _, err := a.gossip.Join(a.ctx, background, policy); err != nil && a.ctx.Err() == nil {
@@ -374,8 +403,9 @@ func (a *Agent) Shutdown() error {
 			_ = a.httpLn.Close()
 		}
 		// Goroutines finish (the peers loop saves the last view) before
-		// gossip stops and the data dir is released.
+		// Raft and gossip stop and the data dir is released.
 		a.wg.Wait()
+		_ = a.stopRaft(false)
 		a.closeResources()
 		a.logger.Info("agent stopped", "subsystem", "agent")
 		close(a.done)
@@ -388,6 +418,12 @@ func (a *Agent) closeResources() {
 	if a.httpLn != nil {
 		_ = a.httpLn.Close()
 	}
+	a.raftMu.Lock()
+	if a.raftLn != nil {
+		_ = a.raftLn.Close()
+		a.raftLn = nil
+	}
+	a.raftMu.Unlock()
 	if a.gossip != nil {
 		_ = a.gossip.Shutdown()
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"colony/consensus"
 	"colony/gossip"
 	"colony/test/retry"
 )
@@ -39,7 +40,19 @@ func testConfig(t *testing.T, name, dataDir string) Config {
 	cfg.RetryMax = 3
 	cfg.LeaveTimeout = 2 * time.Second
 	cfg.TuneGossip = fastGossip
+	cfg.RaftPort = 0
+	cfg.RaftTick = 100 * time.Millisecond
+	cfg.DeadVoterTimeout = 2 * time.Second
+	cfg.TuneRaft = fastRaft
 	return cfg
+}
+
+// fastRaft shortens Raft's timers for loopback tests, leaving room for a
+// loaded 2-core machine.
+func fastRaft(c *consensus.Config) {
+	c.HeartbeatTimeout = 500 * time.Millisecond
+	c.ElectionTimeout = 500 * time.Millisecond
+	c.LeaderLeaseTimeout = 250 * time.Millisecond
 }
 
 // startAgent builds an agent through the same constructor the binary uses.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"colony/consensus"
 	"colony/gossip"
 )
 
@@ -26,6 +27,7 @@ var Version = "dev"
 const (
 	DefaultGossipPort = 7946
 	DefaultHTTPPort   = 7070
+	DefaultRaftPort   = 7947
 )
 
 // Config is everything one agent needs. The zero value is not usable:
@@ -65,6 +67,25 @@ type Config struct {
 	GossipProfile string
 	// LeaveTimeout bounds how long a graceful leave waits for the news to spread.
 	LeaveTimeout time.Duration
+	// RaftPort is the TCP port of Raft on voters (same IP as gossip); 0
+	// picks a free one (tests), kept until the agent stops.
+	RaftPort int
+	// Voters is the target number of Raft voters: 3 or 5 (5 applies once
+	// at least 5 nodes are eligible).
+	Voters int
+	// BootstrapExpect, when non-zero, makes this node wait for that many
+	// nodes started with the same value and bootstrap Raft with them.
+	BootstrapExpect int
+	// DeadVoterTimeout is how long a voter may be dead before the leader
+	// replaces and removes it.
+	DeadVoterTimeout time.Duration
+	// RaftTick is how often roles are gossiped and the leader reviews the voters.
+	RaftTick time.Duration
+	// TuneRaft, if set, adjusts the Raft configuration (tests use faster timers).
+	TuneRaft func(*consensus.Config)
+	// DropTo, if set, is asked before this node sends anything to addr
+	// (gossip, Raft, API); true drops it. Tests use it for partitions.
+	DropTo func(addr string) bool
 	// Logger receives the agent's structured logs; nil discards them.
 	Logger *slog.Logger
 	// TuneGossip, if set, adjusts memberlist's configuration (tests, scale harness).
@@ -74,12 +95,16 @@ type Config struct {
 // DefaultConfig returns a Config with Colony's defaults.
 func DefaultConfig() Config {
 	return Config{
-		BindAddr:      "0.0.0.0",
-		GossipPort:    DefaultGossipPort,
-		RetryInterval: time.Second,
-		RetryMax:      6,
-		GossipProfile: gossip.ProfileLAN,
-		LeaveTimeout:  5 * time.Second,
+		BindAddr:         "0.0.0.0",
+		GossipPort:       DefaultGossipPort,
+		RetryInterval:    time.Second,
+		RetryMax:         6,
+		GossipProfile:    gossip.ProfileLAN,
+		LeaveTimeout:     5 * time.Second,
+		RaftPort:         DefaultRaftPort,
+		Voters:           3,
+		DeadVoterTimeout: 30 * time.Second,
+		RaftTick:         time.Second,
 	}
 }
 
@@ -125,6 +150,21 @@ func (c *Config) Validate() error {
 	case "", gossip.ProfileLAN, gossip.ProfileWAN, gossip.ProfileLocal:
 	default:
 		errs = append(errs, fmt.Errorf("gossip profile %q: want lan, wan or local", c.GossipProfile))
+	}
+	if c.RaftPort < 0 || c.RaftPort > 65535 {
+		errs = append(errs, fmt.Errorf("raft port %d out of range 0-65535", c.RaftPort))
+	}
+	if c.Voters != 3 && c.Voters != 5 {
+		errs = append(errs, fmt.Errorf("voters %d: want 3 or 5", c.Voters))
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 5 {
+		errs = append(errs, fmt.Errorf("bootstrap expect %d: want 0 (off) or 1-5", c.BootstrapExpect))
+	}
+	if c.DeadVoterTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("dead voter timeout %s must be positive", c.DeadVoterTimeout))
+	}
+	if c.RaftTick <= 0 {
+		errs = append(errs, fmt.Errorf("raft tick %s must be positive", c.RaftTick))
 	}
 	if c.LeaveTimeout < 0 {
 		errs = append(errs, errors.New("leave timeout is negative"))

@@ -84,6 +84,7 @@ func (a *Agent) routes() http.Handler {
 	r.handle("PUT", "/v1/agent/join", a.handleJoin)
 	r.handle("PUT", "/v1/agent/leave", a.handleLeave)
 	r.handle("GET", "/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}).ServeHTTP)
+	a.raftRoutes(r)
 	return r.finish()
 }
 

@@ -37,6 +37,7 @@ const (
 	extAPIPort  uint64 = 1 // uvarint: HTTP API port on the node's gossip address
 	extRaftAddr uint64 = 2 // string: host:port of the Raft transport, when the node runs Raft
 	extRole     uint64 = 3 // uvarint bit set of Role flags
+	extExpect   uint64 = 4 // uvarint: the node's --bootstrap-expect
 )
 
 // Role flags advertised through gossip so every node can find the leader and
@@ -63,6 +64,9 @@ type Meta struct {
 	APIPort      uint16            // HTTP API port, 0 when unknown
 	RaftAddr     string            // Raft transport address, empty when the node runs no Raft
 	Roles        Role              // Raft roles this node holds
+	// BootstrapExpect is the node's --bootstrap-expect (0: not set), so
+	// that nodes booted together agree on who bootstraps Raft.
+	BootstrapExpect uint32
 }
 
 // ErrMetaTooLarge is returned when encoded metadata exceeds MetaMaxSize.
@@ -132,6 +136,9 @@ func (m *Meta) Encode() ([]byte, error) {
 	}
 	if m.Roles != 0 {
 		exts = append(exts, appendExt(nil, extRole, binary.AppendUvarint(nil, uint64(m.Roles))))
+	}
+	if m.BootstrapExpect != 0 {
+		exts = append(exts, appendExt(nil, extExpect, binary.AppendUvarint(nil, uint64(m.BootstrapExpect))))
 	}
 	b = binary.AppendUvarint(b, uint64(len(exts)))
 	for _, e := range exts {
@@ -224,6 +231,12 @@ func DecodeMeta(b []byte) (*Meta, error) {
 				r.fail(errors.New("extension roles: malformed"))
 			}
 			m.Roles = Role(v)
+		case extExpect:
+			v, k := binary.Uvarint(body)
+			if k <= 0 || k != len(body) || v > 1<<16 {
+				r.fail(errors.New("extension bootstrap expect: malformed"))
+			}
+			m.BootstrapExpect = uint32(v)
 		default:
 			// A newer agent's field: skip it.
 		}

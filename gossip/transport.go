@@ -76,7 +76,7 @@ func (t *countingTransport) DialTimeout(addr string, timeout time.Duration) (net
 	if err != nil {
 		return nil, err
 	}
-	return &countingConn{Conn: conn, c: t.c}, nil
+	return &countingConn{Conn: FaultConn(conn, addr, t.drop), c: t.c}, nil
 }
 
 // DialAddressTimeout implements memberlist.NodeAwareTransport.
@@ -100,6 +100,30 @@ func (t *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 
 // ErrPartitioned is returned for connections a fault-injection hook refuses.
 var ErrPartitioned = errors.New("partitioned (fault injection)")
+
+// FaultConn wraps a dialed connection so that a partition that begins while
+// it is open also cuts it: each write asks drop about the remote address.
+// With drop nil it returns conn unchanged.
+func FaultConn(conn net.Conn, addr string, drop func(string) bool) net.Conn {
+	if drop == nil {
+		return conn
+	}
+	return &faultConn{Conn: conn, addr: addr, drop: drop}
+}
+
+type faultConn struct {
+	net.Conn
+	addr string
+	drop func(string) bool
+}
+
+func (f *faultConn) Write(b []byte) (int, error) {
+	if f.drop(f.addr) {
+		f.Conn.Close()
+		return 0, fmt.Errorf("write to %s: %w", f.addr, ErrPartitioned)
+	}
+	return f.Conn.Write(b)
+}
 
 // Shutdown implements memberlist.Transport.
 func (t *countingTransport) Shutdown() error {
