@@ -26,13 +26,15 @@ func (r Resources) sub(o Resources) Resources {
 type NodeStatus string
 
 // Node statuses. Only eligible nodes receive new instances; instances on
-// draining and down nodes are re-placed elsewhere. Any other value is treated
-// like draining (keep nothing new there, move what runs there).
+// draining and down nodes are re-placed elsewhere. The empty status counts as
+// eligible; any other value is treated like draining.
 const (
 	StatusEligible NodeStatus = "eligible"
 	StatusDraining NodeStatus = "draining"
 	StatusDown     NodeStatus = "down"
 )
+
+func (s NodeStatus) eligible() bool { return s == StatusEligible || s == "" }
 
 // Built-in attribute names. Node.Attributes normally carries os, arch,
 // kernel and agent.version; node.id, node.name, cpu.cores, cpu.millis and

@@ -38,11 +38,11 @@ func ParseCPU(s string) (int64, error) {
 
 // memoryUnits maps a lower-cased unit to its size in bytes.
 var memoryUnits = map[string]float64{
-	"b":  1,
-	"k":  1e3, "kb": 1e3, "ki": 1 << 10, "kib": 1 << 10,
-	"m":  1e6, "mb": 1e6, "mi": 1 << 20, "mib": 1 << 20,
-	"g":  1e9, "gb": 1e9, "gi": 1 << 30, "gib": 1 << 30,
-	"t":  1e12, "tb": 1e12, "ti": 1 << 40, "tib": 1 << 40,
+	"b": 1,
+	"k": 1e3, "kb": 1e3, "ki": 1 << 10, "kib": 1 << 10,
+	"m": 1e6, "mb": 1e6, "mi": 1 << 20, "mib": 1 << 20,
+	"g": 1e9, "gb": 1e9, "gi": 1 << 30, "gib": 1 << 30,
+	"t": 1e12, "tb": 1e12, "ti": 1 << 40, "tib": 1 << 40,
 }
 
 // ParseMemory parses a memory quantity into MiB: "" is 0, a plain number is
