@@ -121,6 +121,7 @@ type deployment struct {
 	spreadW float64
 	feas    []uint8 // per node, lazily filled
 	slots   []int32 // index → position in Input.Placements, -1 if empty
+	slotNi  []int32 // index → node of the placement in slots
 	maxGen  []uint64
 }
 
@@ -143,6 +144,7 @@ func Plan(in Input) Result {
 	p.indexNodes()
 	deps := p.compile()
 	p.reconcile(deps)
+	p.res.Place = make([]Placement, 0, p.missing(deps))
 	names := make([]string, 0, len(deps))
 	for name := range deps {
 		names = append(names, name)
@@ -219,6 +221,7 @@ func (p *planner) compile() map[string]*deployment {
 		for i := range d.slots {
 			d.slots[i] = -1
 		}
+		d.slotNi = make([]int32, s.Count)
 		d.maxGen = make([]uint64, s.Count)
 		deps[s.Name] = d
 	}
@@ -314,10 +317,10 @@ func (p *planner) reconcile(deps map[string]*deployment) {
 		cur := d.slots[pl.Index]
 		switch {
 		case cur < 0:
-			d.slots[pl.Index] = int32(i)
+			d.slots[pl.Index], d.slotNi[pl.Index] = int32(i), ni
 		case better(pl, &pls[cur]):
 			p.stop(&pls[cur], StopStale)
-			d.slots[pl.Index] = int32(i)
+			d.slots[pl.Index], d.slotNi[pl.Index] = int32(i), ni
 		default:
 			p.stop(pl, StopStale)
 		}
@@ -335,7 +338,7 @@ func (p *planner) reconcile(deps map[string]*deployment) {
 				continue
 			}
 			pl := &pls[at]
-			ni := p.idx[pl.NodeID]
+			ni := d.slotNi[idx]
 			if d.spec.DistinctHosts {
 				if p.mark[ni] == p.stamp {
 					p.stop(pl, StopDistinctHosts)
@@ -347,6 +350,19 @@ func (p *planner) reconcile(deps map[string]*deployment) {
 			p.used[ni] = p.used[ni].add(pl.Resources)
 		}
 	}
+}
+
+// missing counts the empty slots of all deployments, to size the plan once.
+func (p *planner) missing(deps map[string]*deployment) int {
+	n := 0
+	for _, d := range deps {
+		for _, at := range d.slots {
+			if at < 0 {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func (p *planner) stop(pl *Placement, why StopReason) {
@@ -399,6 +415,8 @@ func (p *planner) place(d *deployment) {
 	}
 	pl := p.newPlacer(d)
 	name := d.spec.Name
+	first := len(p.res.Place)
+	defer p.nameInstances(first, name)
 	for k, idx := range missing {
 		ni := pl.choose()
 		if ni < 0 {
@@ -413,13 +431,33 @@ func (p *planner) place(d *deployment) {
 		p.used[ni] = p.used[ni].add(d.ask)
 		pl.coll[ni]++
 		p.res.Place = append(p.res.Place, Placement{
-			ID:         InstanceID(name, idx, gen),
 			Deployment: name,
 			Index:      idx,
 			Generation: gen,
 			NodeID:     p.nodes[ni].ID,
 			Resources:  d.ask,
 		})
+	}
+}
+
+// nameInstances sets the IDs of the placements made from first on. The IDs
+// share one allocation (one per deployment and plan instead of one per
+// instance); the price is that a retained ID keeps that block alive.
+func (p *planner) nameInstances(first int, name string) {
+	placed := p.res.Place[first:]
+	if len(placed) == 0 {
+		return
+	}
+	buf := make([]byte, 0, len(placed)*(len(name)+12))
+	ends := make([]int, len(placed))
+	for i := range placed {
+		buf = appendInstanceID(buf, name, placed[i].Index, placed[i].Generation)
+		ends[i] = len(buf)
+	}
+	all, start := string(buf), 0
+	for i := range placed {
+		placed[i].ID = all[start:ends[i]]
+		start = ends[i]
 	}
 }
 
@@ -430,11 +468,11 @@ func (p *planner) newPlacer(d *deployment) *placer {
 	if spread != nil {
 		spreadCounts = map[string]int{}
 	}
-	for _, at := range d.slots {
+	for idx, at := range d.slots {
 		if at < 0 {
 			continue
 		}
-		ni := p.idx[p.in.Placements[at].NodeID]
+		ni := d.slotNi[idx]
 		pl.coll[ni]++
 		if spread != nil {
 			v, _ := p.nodes[ni].Lookup(spread.Attribute)

@@ -109,11 +109,13 @@ type Placement struct {
 // InstanceID is the ID of the given generation of a deployment's slot.
 // Deployment names cannot contain dots, so the ID parses unambiguously.
 func InstanceID(deployment string, index int, generation uint64) string {
-	b := make([]byte, 0, len(deployment)+16)
+	return string(appendInstanceID(make([]byte, 0, len(deployment)+16), deployment, index, generation))
+}
+
+func appendInstanceID(b []byte, deployment string, index int, generation uint64) []byte {
 	b = append(b, deployment...)
 	b = append(b, '.')
 	b = strconv.AppendInt(b, int64(index), 10)
 	b = append(b, '.')
-	b = strconv.AppendUint(b, generation, 10)
-	return string(b)
+	return strconv.AppendUint(b, generation, 10)
 }
