@@ -388,7 +388,6 @@ type bucket struct {
 	head    int     // nodes[:head] no longer fit
 	term    float64 // spread term for the next instance
 	bound   float64 // upper bound of any score in the bucket
-	visited bool
 }
 
 func (b *bucket) live() bool { return b.head < len(b.nodes) }
@@ -399,6 +398,7 @@ type placer struct {
 	d     *deployment
 	coll  []int32 // instances of the deployment per node
 	bkts  []*bucket
+	top   []*bucket // scratch: the buckets searched for one instance
 	limit int
 	blim  int
 }
@@ -601,11 +601,13 @@ func (pl *placer) score(c *cand, spreadTerm float64) float64 {
 	return s
 }
 
-// spreadTerms computes each live bucket's spread term and upper bound.
-// Values at the lowest count get +weight, values above it a penalty growing
-// to -weight at the highest count; no preference when all are equal. Nodes
-// lacking the attribute always get -weight.
-func (pl *placer) spreadTerms() {
+// rankBuckets computes each live bucket's spread term and upper bound and
+// keeps the BucketLimit best bounds in pl.top (ties: bucket order). Values
+// at the lowest count get +weight, values above it a penalty growing to
+// -weight at the highest count; no preference when all are equal. Nodes
+// lacking the attribute always get -weight. It reports whether any bucket
+// is live.
+func (pl *placer) rankBuckets() bool {
 	lo, hi := math.MaxInt, math.MinInt
 	for _, b := range pl.bkts {
 		if b.live() && !b.missing {
@@ -613,8 +615,8 @@ func (pl *placer) spreadTerms() {
 			hi = max(hi, b.count)
 		}
 	}
+	pl.top = pl.top[:0]
 	for _, b := range pl.bkts {
-		b.visited = false
 		if !b.live() {
 			continue
 		}
@@ -633,36 +635,42 @@ func (pl *placer) spreadTerms() {
 		// best possible bin-pack term.
 		b.term = t * pl.d.spreadW
 		b.bound = b.term + b.nodes[b.head].pref + 0.5
+		if len(pl.top) == pl.blim && b.bound <= pl.top[len(pl.top)-1].bound {
+			continue
+		}
+		if len(pl.top) < pl.blim {
+			pl.top = append(pl.top, b)
+		}
+		k := len(pl.top) - 1
+		for ; k > 0 && pl.top[k-1].bound < b.bound; k-- {
+			pl.top[k] = pl.top[k-1]
+		}
+		pl.top[k] = b
 	}
+	return len(pl.top) > 0
 }
 
-// choose returns the best node for the next instance, or -1.
+// choose returns the best node for the next instance, or -1. Scanning a
+// live bucket either finds a node or empties the bucket for good, so the
+// retry loop ends.
 func (pl *placer) choose() int32 {
-	pl.spreadTerms()
-	best, bestNi := math.Inf(-1), int32(-1)
-	var bestB *bucket
-	for searched := 0; searched < pl.blim; {
-		var b *bucket
-		for _, c := range pl.bkts {
-			if c.live() && !c.visited && (b == nil || c.bound > b.bound) {
-				b = c
+	for pl.rankBuckets() {
+		best, bestNi := math.Inf(-1), int32(-1)
+		var bestB *bucket
+		for _, b := range pl.top {
+			if bestNi >= 0 && b.bound <= best {
+				break
+			}
+			if pl.scan(b, b.term, &best, &bestNi) {
+				bestB = b
 			}
 		}
-		if b == nil || (bestNi >= 0 && b.bound <= best) {
-			break
-		}
-		b.visited = true
-		if pl.scan(b, b.term, &best, &bestNi) {
-			bestB = b
-		}
-		if b.live() {
-			searched++
+		if bestB != nil {
+			bestB.count++
+			return bestNi
 		}
 	}
-	if bestB != nil {
-		bestB.count++
-	}
-	return bestNi
+	return -1
 }
 
 // scan scores up to limit fitting nodes from the front of b, dropping the
