@@ -48,18 +48,25 @@ type StopReason string
 
 // Stop reasons.
 const (
-	StopScaleDown          StopReason = "scale_down"          // its index is >= count
-	StopNodeDown           StopReason = "node_down"           // its node is down
-	StopNodeDraining       StopReason = "node_draining"       // its node is draining (or not eligible)
-	StopNodeGone           StopReason = "node_gone"           // its node is not in the node list
-	StopConstraints        StopReason = "constraints_not_met" // its node no longer satisfies the constraints
-	StopDistinctHosts      StopReason = "distinct_hosts"      // another instance of the deployment is on the node
-	StopStale              StopReason = "stale"               // a newer generation holds the same index
-	StopDeploymentRemoved  StopReason = "deployment_removed"  // no spec for its deployment
-	exhaustedCPU                      = "cpu"
-	exhaustedMemory                   = "memory"
-	maxDefaultBucketsLimit            = 4
+	StopScaleDown         StopReason = "scale_down"          // its index is >= count
+	StopNodeDown          StopReason = "node_down"           // its node is down
+	StopNodeDraining      StopReason = "node_draining"       // its node is draining (or not eligible)
+	StopNodeGone          StopReason = "node_gone"           // its node is not in the node list
+	StopConstraints       StopReason = "constraints_not_met" // its node no longer satisfies the constraints
+	StopDistinctHosts     StopReason = "distinct_hosts"      // another instance of the deployment is on the node
+	StopStale             StopReason = "stale"               // a newer generation holds the same index
+	StopDeploymentRemoved StopReason = "deployment_removed"  // no spec for its deployment
 )
+
+// Keys of Metrics.NodesExhausted: the resource a node ran out of. The
+// autoscaler can tell "no capacity" (exhausted) from "no matching node"
+// (constraint filtered) with them.
+const (
+	ExhaustedCPU    = "cpu"
+	ExhaustedMemory = "memory"
+)
+
+const defaultBucketLimit = 4
 
 // Stop is a placement to remove, with the reason.
 type Stop struct {
@@ -522,7 +529,7 @@ func (p *planner) newPlacer(d *deployment) *placer {
 	}
 	pl.blim = p.cfg.BucketLimit
 	if pl.blim <= 0 {
-		pl.blim = maxDefaultBucketsLimit
+		pl.blim = defaultBucketLimit
 	}
 	return pl
 }
@@ -730,9 +737,9 @@ func (pl *placer) metrics() Metrics {
 		dim := ""
 		switch {
 		case free.CPUMillis < d.ask.CPUMillis:
-			dim = exhaustedCPU
+			dim = ExhaustedCPU
 		case free.MemoryMiB < d.ask.MemoryMiB:
-			dim = exhaustedMemory
+			dim = ExhaustedMemory
 		default:
 			continue
 		}

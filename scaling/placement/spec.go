@@ -135,6 +135,7 @@ type FieldError struct {
 	Reason string `json:"reason"`
 }
 
+// String renders the error as "field: reason".
 func (e FieldError) String() string {
 	if e.Field == "" {
 		return e.Reason
@@ -147,6 +148,7 @@ type ValidationError struct {
 	Errors []FieldError `json:"errors"`
 }
 
+// Error lists every problem on one line, separated by "; ".
 func (e *ValidationError) Error() string {
 	var b strings.Builder
 	b.WriteString(ErrInvalidSpec.Error())
