@@ -3,8 +3,6 @@ package placement
 import (
 	"fmt"
 	"math/rand/v2"
-	"testing"
-	"time"
 )
 
 // synthNodes builds n deterministic nodes spread over zones with varied
@@ -76,21 +74,5 @@ func benchSpecs() []*Spec {
 			},
 			DistinctHosts: true,
 		},
-	}
-}
-
-// waitFor polls f until it returns nil or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
