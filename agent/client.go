@@ -36,18 +36,32 @@ func NewClient(addr string) (*Client, error) {
 }
 
 // Do sends one request and decodes a JSON answer into out (when non-nil).
+// A status of 300 or more is an error carrying the agent's message.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.do(ctx, method, path, body, out, false)
+	return err
+}
+
+// Status is GET /v1/status. A critical cluster answers 503 with the status
+// body: it is decoded all the same, and the code returned.
+func (c *Client) Status(ctx context.Context) (*ClusterStatus, int, error) {
+	var st ClusterStatus
+	code, err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st, true)
+	return &st, code, err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any, anyStatus bool) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -56,29 +70,29 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) {
-			return fmt.Errorf("cannot reach the colony agent at %s (is it running? point --http-addr or COLONY_HTTP_ADDR at a node's API): %w", c.base, err)
+			return 0, fmt.Errorf("cannot reach the colony agent at %s (is it running? point --http-addr or COLONY_HTTP_ADDR at a node's API): %w", c.base, err)
 		}
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+		return 0, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
 	}
-	if resp.StatusCode >= 300 {
+	if resp.StatusCode >= 300 && !(anyStatus && json.Unmarshal(b, out) == nil) {
 		var e APIError
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("agent refused (%d): %s", resp.StatusCode, e.Error)
+			return resp.StatusCode, fmt.Errorf("agent refused (%d): %s", resp.StatusCode, e.Error)
 		}
-		return fmt.Errorf("agent refused (%d): %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		return resp.StatusCode, fmt.Errorf("agent refused (%d): %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	if out == nil {
-		return nil
+		return resp.StatusCode, nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: unexpected answer: %w", method, path, err)
+		return resp.StatusCode, fmt.Errorf("%s %s: unexpected answer: %w", method, path, err)
 	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 // Self returns GET /v1/agent/self.
@@ -96,7 +110,7 @@ func (c *Client) Members(ctx context.Context) ([]MemberInfo, error) {
 // Health returns GET /v1/health (an unhealthy agent answers too).
 func (c *Client) Health(ctx context.Context) (*Health, error) {
 	var h Health
-	err := c.Do(ctx, http.MethodGet, "/v1/health", nil, &h)
+	_, err := c.do(ctx, http.MethodGet, "/v1/health", nil, &h, true)
 	return &h, err
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -136,6 +137,13 @@ func detectCapabilities(m *gossip.Meta) {
 			m.MemoryMiB = *mi.MemTotal / 1024
 		}
 	}
+	// In a container, the cgroup limits are what the node really offers.
+	if mib, ok := cgroupMemoryMiB(); ok && (m.MemoryMiB == 0 || mib < m.MemoryMiB) {
+		m.MemoryMiB = mib
+	}
+	if cpus, ok := cgroupCPUs(); ok && cpus < m.CPUs {
+		m.CPUs = cpus
+	}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		m.Kernel = unix.ByteSliceToString(u.Release[:])
@@ -143,4 +151,47 @@ func detectCapabilities(m *gossip.Meta) {
 			m.Kernel = m.Kernel[:64]
 		}
 	}
+}
+
+// cgroupMemoryMiB reads the memory limit of this process's cgroup (v2,
+// then v1); ok is false when there is none.
+func cgroupMemoryMiB() (uint64, bool) {
+	for _, p := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || v == 0 || v >= 1<<62 { // "max", or v1's "unlimited"
+			return 0, false
+		}
+		return v >> 20, true
+	}
+	return 0, false
+}
+
+// cgroupCPUs reads the CPU quota of this process's cgroup (v2 cpu.max, or
+// v1 cfs quota and period), rounded up to whole CPUs.
+func cgroupCPUs() (uint32, bool) {
+	var f []string
+	if b, err := os.ReadFile("/sys/fs/cgroup/cpu.max"); err == nil {
+		f = strings.Fields(string(b))
+	} else {
+		// cgroup v1: cpu.cfs_quota_us (-1 when unlimited) and cpu.cfs_period_us.
+		q, err1 := os.ReadFile("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+		p, err2 := os.ReadFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		f = []string{strings.TrimSpace(string(q)), strings.TrimSpace(string(p))}
+	}
+	if len(f) != 2 || f[0] == "max" || strings.HasPrefix(f[0], "-") {
+		return 0, false
+	}
+	quota, err1 := strconv.ParseUint(f[0], 10, 64)
+	period, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil || period == 0 || quota == 0 {
+		return 0, false
+	}
+	return uint32((quota + period - 1) / period), true
 }

@@ -39,6 +39,7 @@ type MemberInfo struct {
 	Since        time.Time         `json:"since"`
 	Capabilities Capabilities      `json:"capabilities"`
 	Labels       map[string]string `json:"labels"`
+	Roles        []string          `json:"roles,omitempty"` // "voter", "leader"
 }
 
 // SelfInfo is GET /v1/agent/self.
@@ -59,6 +60,9 @@ type Health struct {
 	Node    string         `json:"node"`
 	State   string         `json:"state"`
 	Members map[string]int `json:"members"` // by status
+	Leader  string         `json:"leader"`  // Raft leader's name, "" when none
+	Voter   bool           `json:"voter"`   // this node runs Raft
+	Problem string         `json:"problem,omitempty"`
 }
 
 // JoinRequest is the body of PUT /v1/agent/join.
@@ -165,6 +169,12 @@ func memberInfo(m gossip.Member) MemberInfo {
 	if mi.Labels == nil {
 		mi.Labels = map[string]string{}
 	}
+	if m.Meta.Roles&gossip.RoleVoter != 0 {
+		mi.Roles = append(mi.Roles, "voter")
+	}
+	if m.Meta.Roles&gossip.RoleLeader != 0 {
+		mi.Roles = append(mi.Roles, "leader")
+	}
 	if m.Meta.APIPort != 0 {
 		mi.APIAddress = net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Meta.APIPort)))
 	}
@@ -215,9 +225,19 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 	for _, m := range a.gossip.Members() {
 		h.Members[m.Status.String()]++
 	}
-	code := http.StatusOK
+	h.Voter = a.raftNode() != nil
+	if l := a.leaderInfo(); l != nil {
+		h.Leader = l.Name
+	} else {
+		h.Status = "critical"
+		h.Problem = a.noLeaderError().Error()
+	}
 	if a.State() != StateAlive {
 		h.Status = "critical"
+		h.Problem = "agent is " + a.State().String()
+	}
+	code := http.StatusOK
+	if h.Status != "passing" {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, h)

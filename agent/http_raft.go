@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
+
 	"colony/consensus"
 	"colony/gossip"
 )
@@ -138,13 +140,37 @@ func (a *Agent) gossipQuorum() consensus.QuorumStatus {
 		}
 	}
 	if servers == nil {
-		for _, m := range a.gossip.Members() {
-			if m.Meta.Roles&gossip.RoleVoter != 0 && m.Status != gossip.StatusLeft {
-				servers = append(servers, consensus.Server{ID: m.Meta.ID.String(), Address: m.Meta.RaftAddr, Voter: true})
-			}
+		for _, id := range a.gossipedVoters() {
+			servers = append(servers, consensus.Server{ID: id.String(), Voter: true})
 		}
 	}
 	return consensus.CheckQuorum(servers, a.consensusMembers())
+}
+
+// gossipedVoters is the Raft configuration as voters gossip it: from the
+// live leader if there is one, else a live voter, else the voter that
+// changed status last (the last to die). Dead members keep their last
+// metadata, so a node without Raft can still name the missing voters.
+func (a *Agent) gossipedVoters() []uuid.UUID {
+	var best gossip.Member
+	rank := -1
+	for _, m := range a.gossip.Members() {
+		if len(m.Meta.Voters) == 0 {
+			continue
+		}
+		r := 0
+		live := m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect
+		switch {
+		case live && m.Meta.Roles&gossip.RoleLeader != 0:
+			r = 2
+		case live:
+			r = 1
+		}
+		if r > rank || (r == rank && m.Since.After(best.Since)) {
+			best, rank = m, r
+		}
+	}
+	return best.Meta.Voters
 }
 
 // routeRead decides where a read is served. It returns the local Raft node

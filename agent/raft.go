@@ -7,9 +7,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
 
 	"colony/consensus"
@@ -247,11 +250,18 @@ func (a *Agent) raftTick() {
 // updateRoles gossips whether this node is a voter and/or the leader.
 func (a *Agent) updateRoles(n *consensus.Node) {
 	var roles gossip.Role
+	var voters []uuid.UUID
 	if n != nil {
 		if servers, err := n.Servers(); err == nil {
 			for _, s := range servers {
-				if s.ID == a.id.String() && s.Voter {
+				if !s.Voter {
+					continue
+				}
+				if s.ID == a.id.String() {
 					roles |= gossip.RoleVoter
+				}
+				if id, err := uuid.Parse(s.ID); err == nil && len(voters) < gossip.MaxMetaVoters {
+					voters = append(voters, id)
 				}
 			}
 		}
@@ -259,11 +269,16 @@ func (a *Agent) updateRoles(n *consensus.Node) {
 			roles |= gossip.RoleLeader | gossip.RoleVoter
 		}
 	}
+	if roles&gossip.RoleVoter == 0 {
+		voters = nil
+	}
+	slices.SortFunc(voters, func(x, y uuid.UUID) int { return strings.Compare(x.String(), y.String()) })
 	meta := a.gossip.LocalMeta()
-	if meta.Roles == roles {
+	if meta.Roles == roles && slices.Equal(meta.Voters, voters) {
 		return
 	}
 	meta.Roles = roles
+	meta.Voters = voters
 	if err := a.gossip.UpdateMeta(meta, 5*time.Second); err != nil {
 		a.logger.Warn("could not gossip raft roles", "subsystem", "raft", "error", err)
 	}

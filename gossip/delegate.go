@@ -238,8 +238,12 @@ func (d *delegate) checkIdentity(name, addr string, meta *Meta) error {
 		return fmt.Errorf("%w: node %q at %s already has ID %s, which this node (%q) also has; the data dir was probably copied from another node (e.g. baked into an image)", ErrDuplicateID, name, addr, local, g.cfg.NodeName)
 	}
 	for other, m := range g.members {
-		if other != name && m.Meta.ID == meta.ID && (m.Status == StatusAlive || m.Status == StatusSuspect) {
+		live := m.Status == StatusAlive || m.Status == StatusSuspect
+		if other != name && m.Meta.ID == meta.ID && live {
 			return fmt.Errorf("%w: node %q at %s claims ID %s, already used by live node %q at %s", ErrDuplicateID, name, addr, meta.ID, other, m.Address())
+		}
+		if other == name && m.Meta.ID != meta.ID && live && m.Address() != addr {
+			return fmt.Errorf("%w: %q at %s has ID %s, but live node %q at %s has ID %s", ErrDuplicateName, name, addr, meta.ID, name, m.Address(), m.Meta.ID)
 		}
 	}
 	return nil

@@ -230,6 +230,11 @@ func New(cfg Config) (*Gossip, error) {
 		mc.AdvertisePort = cfg.BindPort
 	}
 	mc.Logger = log.New(logWriter{logger: logger}, "", 0)
+	// A dead node may come back at another address (a container or VM
+	// restarted with a new IP). memberlist refuses the new address for
+	// DeadNodeReclaimTime; the identity checks in NotifyAlive already refuse
+	// anyone but the same node ID under that name, so reclaim at once.
+	mc.DeadNodeReclaimTime = time.Nanosecond
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*delegate)(g)
 	mc.Alive = (*delegate)(g)

@@ -315,3 +315,35 @@ func TestPartitionHeals(t *testing.T) {
 		waitFor(t, 20*time.Second, func() error { return expect(g, all) })
 	}
 }
+
+// TestDeadNodeReturnsAtNewAddress: a node declared dead that comes back at
+// another address (a restarted container with a new IP) is accepted at once.
+func TestDeadNodeReturnsAtNewAddress(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := newNode(t, "a", uuid.New(), nil)
+	id := uuid.New()
+	b := newNode(t, "b", id, nil)
+	if _, err := b.Join(ctx, []string{addr(a)}, quickRetry()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error { return expect(a, map[string]Status{"b": StatusAlive}) })
+	old := addr(b)
+	_ = b.Shutdown()
+	waitFor(t, 20*time.Second, func() error { return expect(a, map[string]Status{"b": StatusDead}) })
+	b2 := newNode(t, "b", id, nil) // same name and ID, new port
+	if addr(b2) == old {
+		t.Skip("the kernel gave the same port back")
+	}
+	if _, err := b2.Join(ctx, []string{addr(a)}, quickRetry()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		for _, m := range a.Members() {
+			if m.Name == "b" && m.Status == StatusAlive && m.Address() == addr(b2) {
+				return nil
+			}
+		}
+		return fmt.Errorf("a sees %v", a.Members())
+	})
+}

@@ -38,7 +38,11 @@ const (
 	extRaftAddr uint64 = 2 // string: host:port of the Raft transport, when the node runs Raft
 	extRole     uint64 = 3 // uvarint bit set of Role flags
 	extExpect   uint64 = 4 // uvarint: the node's --bootstrap-expect
+	extVoters   uint64 = 5 // 16-byte node IDs: the Raft voters a voter knows of
 )
+
+// MaxMetaVoters bounds the voter list a node gossips (Colony keeps 3 or 5).
+const MaxMetaVoters = 7
 
 // Role flags advertised through gossip so every node can find the leader and
 // the voters without running Raft itself.
@@ -67,6 +71,9 @@ type Meta struct {
 	// BootstrapExpect is the node's --bootstrap-expect (0: not set), so
 	// that nodes booted together agree on who bootstraps Raft.
 	BootstrapExpect uint32
+	// Voters is the Raft configuration as this node (a voter) knows it, so
+	// that nodes without Raft can tell when quorum is lost.
+	Voters []uuid.UUID
 }
 
 // ErrMetaTooLarge is returned when encoded metadata exceeds MetaMaxSize.
@@ -139,6 +146,16 @@ func (m *Meta) Encode() ([]byte, error) {
 	}
 	if m.BootstrapExpect != 0 {
 		exts = append(exts, appendExt(nil, extExpect, binary.AppendUvarint(nil, uint64(m.BootstrapExpect))))
+	}
+	if len(m.Voters) > MaxMetaVoters {
+		return nil, fmt.Errorf("%d voters: at most %d are gossiped", len(m.Voters), MaxMetaVoters)
+	}
+	if len(m.Voters) > 0 {
+		body := make([]byte, 0, 16*len(m.Voters))
+		for _, v := range m.Voters {
+			body = append(body, v[:]...)
+		}
+		exts = append(exts, appendExt(nil, extVoters, body))
 	}
 	b = binary.AppendUvarint(b, uint64(len(exts)))
 	for _, e := range exts {
@@ -237,6 +254,16 @@ func DecodeMeta(b []byte) (*Meta, error) {
 				r.fail(errors.New("extension bootstrap expect: malformed"))
 			}
 			m.BootstrapExpect = uint32(v)
+		case extVoters:
+			if len(body)%16 != 0 || len(body)/16 > MaxMetaVoters {
+				r.fail(errors.New("extension voters: malformed"))
+				break
+			}
+			for i := 0; i < len(body); i += 16 {
+				var id uuid.UUID
+				copy(id[:], body[i:i+16])
+				m.Voters = append(m.Voters, id)
+			}
 		default:
 			// A newer agent's field: skip it.
 		}

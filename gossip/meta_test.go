@@ -16,6 +16,7 @@ func sampleMeta() Meta {
 		Arch: "amd64", OS: "linux", Kernel: "6.1.0-18-amd64", AgentVersion: "v0.1.0",
 		Labels:  map[string]string{"zone": "eu-1", "rack": "r12", "gpu": "true"},
 		APIPort: 7070, RaftAddr: "10.0.0.1:7947", Roles: RoleVoter | RoleLeader, BootstrapExpect: 3,
+		Voters: []uuid.UUID{uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), uuid.MustParse("6ba7b811-9dad-11d1-80b4-00c04fd430c8")},
 	}
 }
 
@@ -25,7 +26,8 @@ func TestMetaRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) > 128 {
+	// A leader with three labels and two voters listed: the worst common case.
+	if len(b) > 160 {
 		t.Errorf("typical metadata is %d bytes; it should stay compact (well under %d)", len(b), MetaMaxSize)
 	}
 	got, err := DecodeMeta(b)
@@ -70,7 +72,7 @@ func TestMetaBadLabels(t *testing.T) {
 // newer agent's extra fields are ignored, not refused.
 func TestMetaUnknownExtensionSkipped(t *testing.T) {
 	m := sampleMeta()
-	m.RaftAddr, m.Roles, m.APIPort, m.BootstrapExpect = "", 0, 0, 0
+	m.RaftAddr, m.Roles, m.APIPort, m.BootstrapExpect, m.Voters = "", 0, 0, 0, nil
 	b, _ := m.Encode()
 	b = b[:len(b)-1]                       // drop "0 extensions"
 	b = append(b, 1, 99, 3, 'a', 'b', 'c') // one extension, tag 99, 3 bytes

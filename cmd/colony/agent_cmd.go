@@ -37,6 +37,10 @@ func agentFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retry-max", Value: def.RetryMax, Usage: "join attempts before giving up (0: forever)", EnvVars: env("RETRY_MAX")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "encrypt", Usage: "base64 gossip encryption key (make one with `colony keygen`)", EnvVars: env("ENCRYPT")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "gossip-profile", Value: def.GossipProfile, Usage: "gossip timers: lan, wan or local (loopback tests)", EnvVars: env("GOSSIP_PROFILE")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "raft-port", Value: def.RaftPort, Usage: "Raft port (TCP) used when this node is a voter", EnvVars: env("RAFT_PORT")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "voters", Value: def.Voters, Usage: "target number of Raft voters: 3, or 5 (applied once 5 nodes are eligible)", EnvVars: env("VOTERS")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "bootstrap-expect", Usage: "wait for this many nodes started with the same value, then bootstrap Raft with them (0: off)", EnvVars: env("BOOTSTRAP_EXPECT")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dead-voter-timeout", Value: def.DeadVoterTimeout, Usage: "how long a voter may be dead before the leader replaces it", EnvVars: env("DEAD_VOTER_TIMEOUT")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: env("LOG_FORMAT")}),
 	}
@@ -87,6 +91,10 @@ func configFromFlags(c *cli.Context) (agent.Config, error) {
 	cfg.RetryMax = c.Int("retry-max")
 	cfg.EncryptKey = c.String("encrypt")
 	cfg.GossipProfile = c.String("gossip-profile")
+	cfg.RaftPort = c.Int("raft-port")
+	cfg.Voters = c.Int("voters")
+	cfg.BootstrapExpect = c.Int("bootstrap-expect")
+	cfg.DeadVoterTimeout = c.Duration("dead-voter-timeout")
 	labels, err := agent.ParseLabels(c.StringSlice("label"))
 	if err != nil {
 		return cfg, fmt.Errorf("--label: %w", err)
