@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X colony/agent.Version=$(VERSION)
 DATA_DIR  ?= $(CURDIR)/.colony-data
 # Packages with goroutines and shared state run under the race detector.
-RACE_PKGS := ./agent/... ./gossip/... ./consensus/... ./cmd/...
+RACE_PKGS := ./agent/... ./gossip/... ./consensus/... ./cmd/... ./scaling/...
 
 .PHONY: all build run test test-unit test-race fuzz-seed vet fmt clean image e2e
 
@@ -30,6 +30,7 @@ fmt:
 # targets' seed corpora run as ordinary tests), then the concurrent packages
 # again under -race.
 test: fmt vet
+	@docker info >/dev/null 2>&1 || echo "NOTE: no Docker engine answers: the container tests in test/e2e and the docker provider tests will be SKIPPED"
 	$(GO) test -count=1 -timeout 20m ./...
 	CGO_ENABLED=1 $(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
 
