@@ -306,17 +306,22 @@ func TestAPIBadInput(t *testing.T) {
 
 func TestMetricsEndpoint(t *testing.T) {
 	a := startAgent(t, testConfig(t, "a", t.TempDir()))
-	resp, err := http.Get("http://" + a.HTTPAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{`colony_gossip_members{status="alive"} 1`, "colony_gossip_probes_total", "colony_gossip_bytes_sent_total", "go_goroutines", "process_resident_memory_bytes", "colony_agent_info"} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("/metrics lacks %q", want)
+	retry.Until(t, 20*time.Second, func() error {
+		resp, err := http.Get("http://" + a.HTTPAddr() + "/metrics")
+		if err != nil {
+			return err
 		}
-	}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`colony_gossip_members{status="alive"} 1`, "colony_gossip_probes_total", "colony_gossip_bytes_sent_total",
+			"go_goroutines", "process_resident_memory_bytes", "colony_agent_info",
+			`colony_raft_state{state="Leader"} 1`, "colony_raft_term", "colony_raft_commit_index", "colony_raft_voters 1", "colony_raft_leader_changes_total"} {
+			if !strings.Contains(string(b), want) {
+				return fmt.Errorf("/metrics lacks %q", want)
+			}
+		}
+		return nil
+	})
 }
 
 // TestJoinByDNSName: a join address may be a host name.
