@@ -23,8 +23,13 @@ type CommandType uint8
 
 // Command types. Add new ones at the end (see DESIGN.md, "adding a command").
 const (
-	CmdSetSetting    CommandType = 1
-	CmdDeleteSetting CommandType = 2
+	CmdSetSetting       CommandType = 1
+	CmdDeleteSetting    CommandType = 2
+	CmdPutDeployment    CommandType = 3
+	CmdScaleDeployment  CommandType = 4
+	CmdDeleteDeployment CommandType = 5
+	CmdSetDrain         CommandType = 6
+	CmdApplyPlan        CommandType = 7
 )
 
 // Command is one change to the cluster state. Commands are validated
@@ -47,8 +52,13 @@ var commandRegistry = map[CommandType]struct {
 	name string
 	new  func() Command
 }{
-	CmdSetSetting:    {"set-setting", func() Command { return &SetSetting{} }},
-	CmdDeleteSetting: {"delete-setting", func() Command { return &DeleteSetting{} }},
+	CmdSetSetting:       {"set-setting", func() Command { return &SetSetting{} }},
+	CmdDeleteSetting:    {"delete-setting", func() Command { return &DeleteSetting{} }},
+	CmdPutDeployment:    {"put-deployment", func() Command { return &PutDeployment{} }},
+	CmdScaleDeployment:  {"scale-deployment", func() Command { return &ScaleDeployment{} }},
+	CmdDeleteDeployment: {"delete-deployment", func() Command { return &DeleteDeployment{} }},
+	CmdSetDrain:         {"set-drain", func() Command { return &SetDrain{} }},
+	CmdApplyPlan:        {"apply-plan", func() Command { return &ApplyPlan{} }},
 }
 
 // String names the type for logs and errors.

@@ -23,6 +23,7 @@ type State struct {
 	index    uint64            // index of the last log entry applied
 	tables   map[string]uint64 // table name → index of its last change
 	settings map[string]Setting
+	work     workState
 	changed  chan struct{} // closed and replaced on every apply and restore
 }
 
@@ -31,6 +32,7 @@ func NewState() *State {
 	return &State{
 		tables:   map[string]uint64{},
 		settings: map[string]Setting{},
+		work:     newWorkState(),
 		changed:  make(chan struct{}),
 	}
 }
@@ -185,6 +187,7 @@ type snapshotV1 struct {
 	Index    uint64            `json:"index"`
 	Tables   map[string]uint64 `json:"tables"`
 	Settings []Setting         `json:"settings"`
+	Work     *workSnapshot     `json:"work,omitempty"`
 }
 
 // Snapshot implements raft.FSM: it copies the state under the read lock;
@@ -193,7 +196,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	s := f.state
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	snap := &snapshotV1{Index: s.index, Tables: maps.Clone(s.tables), Settings: make([]Setting, 0, len(s.settings))}
+	snap := &snapshotV1{Index: s.index, Tables: maps.Clone(s.tables), Settings: make([]Setting, 0, len(s.settings)), Work: s.work.snapshot()}
 	for _, k := range slices.Sorted(maps.Keys(s.settings)) {
 		snap.Settings = append(snap.Settings, s.settings[k])
 	}
@@ -242,7 +245,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	s := f.state
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.index, s.tables, s.settings = snap.Index, tables, settings
+	s.index, s.tables, s.settings, s.work = snap.Index, tables, settings, snap.Work.restore()
 	s.bump()
 	return nil
 }
