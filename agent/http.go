@@ -89,6 +89,7 @@ func (a *Agent) routes() http.Handler {
 	r.handle("PUT", "/v1/agent/leave", a.handleLeave)
 	r.handle("GET", "/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}).ServeHTTP)
 	a.raftRoutes(r)
+	a.deployRoutes(r)
 	return r.finish()
 }
 

@@ -244,6 +244,7 @@ func (a *Agent) raftTick() {
 	a.updateRoles(n)
 	if n != nil && n.IsLeader() {
 		a.manageVoters(n)
+		a.placeTick(n)
 	}
 }
 

@@ -26,7 +26,7 @@ func newApp() *cli.App {
 		Version:              agent.Version,
 		EnableBashCompletion: true,
 		HideVersion:          true,
-		Commands: []*cli.Command{
+		Commands: append([]*cli.Command{
 			agentCommand(),
 			membersCommand(),
 			joinCommand(),
@@ -37,6 +37,6 @@ func newApp() *cli.App {
 			settingsCommand(),
 			keygenCommand(),
 			versionCommand(),
-		},
+		}, deployCommands()...),
 	}
 }

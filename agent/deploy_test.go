@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"colony/test/retry"
+)
+
+func putSpec(a *Agent, spec string) (int, string) {
+	req, _ := http.NewRequest("PUT", "http://"+a.HTTPAddr()+"/v1/deployments", strings.NewReader(spec))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func deployment(a *Agent, name string) (DeploymentDetail, error) {
+	var d DeploymentDetail
+	c, _ := NewClient(a.HTTPAddr())
+	err := c.Do(context.Background(), "GET", "/v1/deployments/"+name, nil, &d)
+	return d, err
+}
+
+// TestPlacementThroughRaft: a deployment committed through any node is
+// placed by the leader, spread and re-placed when a node dies or drains;
+// one no node can host is pending with the reason.
+func TestPlacementThroughRaft(t *testing.T) {
+	c := newCluster(t, 83)
+	for i := 1; i <= 4; i++ {
+		zone := fmt.Sprintf("z%d", i%2)
+		c.start(i, func(cfg *Config) { cfg.Labels = map[string]string{"zone": zone} })
+	}
+	c.agreeOnLeader(3, 30*time.Second)
+	spec := `name: web
+count: 4
+command: {argv: ["/bin/sleep", "1000"]}
+resources: {cpu: 100m, memory: 16MiB}
+spread: {attribute: label.zone}
+distinct_hosts: true
+`
+	if code, body := putSpec(c.agent("n3"), spec); code != 200 {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	placedOn := func(a *Agent, want int) map[string]int {
+		t.Helper()
+		var perNode map[string]int
+		retry.Until(t, 30*time.Second, func() error {
+			d, err := deployment(a, "web")
+			if err != nil {
+				return err
+			}
+			perNode = map[string]int{}
+			for _, p := range d.Placements {
+				perNode[p.NodeName]++
+			}
+			if len(d.Placements) != want {
+				return fmt.Errorf("%d placements, want %d: %+v", len(d.Placements), want, d.Placements)
+			}
+			return nil
+		})
+		return perNode
+	}
+	per := placedOn(c.agent("n1"), 4)
+	for node, n := range per {
+		if n != 1 {
+			t.Fatalf("distinct_hosts broken: %s has %d", node, n)
+		}
+	}
+
+	// Drain n2: its instance cannot move anywhere (distinct_hosts, 3 nodes
+	// left) so one instance is pending, with the reason.
+	cl, _ := NewClient(c.agent("n4").HTTPAddr())
+	if err := cl.Do(context.Background(), "PUT", "/v1/nodes/n2/drain", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 30*time.Second, func() error {
+		d, err := deployment(c.agent("n1"), "web")
+		if err != nil {
+			return err
+		}
+		for _, p := range d.Placements {
+			if p.NodeName == "n2" {
+				return fmt.Errorf("still on the drained node")
+			}
+		}
+		if d.Pending == nil || d.Pending.Count != 1 || d.Pending.Metrics.NodesIneligible != 1 {
+			return fmt.Errorf("pending %+v", d.Pending)
+		}
+		return nil
+	})
+	if err := cl.Do(context.Background(), "DELETE", "/v1/nodes/n2/drain", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	placedOn(c.agent("n1"), 4)
+
+	// Scale down, then an impossible deployment is pending with reasons.
+	if err := cl.Do(context.Background(), "PUT", "/v1/deployments/web/scale", ScaleRequest{Count: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	placedOn(c.agent("n2"), 2)
+	if code, body := putSpec(c.agent("n2"), `name: gpu
+count: 1
+command: {argv: ["/bin/true"]}
+constraints: [{attribute: label.gpu, operator: "=", value: "true"}]
+`); code != 200 {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	retry.Until(t, 30*time.Second, func() error {
+		d, err := deployment(c.agent("n3"), "gpu")
+		if err != nil {
+			return err
+		}
+		if d.Pending == nil || d.Pending.Metrics.ConstraintFiltered["label.gpu = true"] != 4 {
+			return fmt.Errorf("pending %+v", d.Pending)
+		}
+		return nil
+	})
+}
+
+// TestDeployInvalidSpec: every problem is listed, nothing is committed.
+func TestDeployInvalidSpec(t *testing.T) {
+	a := startAgent(t, testConfig(t, "a", t.TempDir()))
+	retry.Until(t, 20*time.Second, func() error { _, err := set(t, a, "ready", "1"); return err })
+	code, body := putSpec(a, `name: Bad_Name
+count: -1
+command: {argv: []}
+constraints: [{attribute: os, operator: "~=", value: linux}]
+`)
+	if code != 400 {
+		t.Fatalf("invalid spec: %d %s", code, body)
+	}
+	for _, want := range []string{"name", "count", "command.argv", "constraints[0].operator"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("error does not name %q: %s", want, body)
+		}
+	}
+	if code, body := putSpec(a, "name: x\ncount: 1\ncommand: {argv: [a]}\nunknown_field: 1\n"); code != 400 || !strings.Contains(body, "unknown_field") {
+		t.Errorf("unknown field: %d %s", code, body)
+	}
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"colony/agent"
+)
+
+func deployCommands() []*cli.Command {
+	format := &cli.StringFlag{Name: "format", Value: "table", Usage: "table or json"}
+	return []*cli.Command{
+		{
+			Name: "deploy", Usage: "create or update a deployment from a YAML or JSON spec file ('-' for standard input)", ArgsUsage: "FILE",
+			Flags: clientFlags(),
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return errors.New("deploy takes one spec FILE")
+				}
+				var b []byte
+				var err error
+				if c.Args().First() == "-" {
+					b, err = io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+				} else {
+					b, err = os.ReadFile(c.Args().First())
+				}
+				if err != nil {
+					return fmt.Errorf("read spec: %w", err)
+				}
+				ctx, cancel := context.WithTimeout(c.Context, time.Minute)
+				defer cancel()
+				var res agent.WriteResult
+				if err := putRaw(ctx, c.String("http-addr"), "/v1/deployments", b, &res); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "Deployment committed at index %d; the leader places it now (see `colony ps`)\n", res.Index)
+				return nil
+			},
+		},
+		{
+			Name: "deployments", Usage: "list deployments: desired, placed and pending instances", Flags: clientFlags(format),
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				cl, ctx, cancel, err := client(c)
+				if err != nil {
+					return err
+				}
+				defer cancel()
+				var ds []agent.DeploymentInfo
+				if err := cl.Do(ctx, "GET", "/v1/deployments", nil, &ds); err != nil {
+					return err
+				}
+				if c.String("format") == "json" {
+					return printJSON(c.App.Writer, ds)
+				}
+				w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tDESIRED\tPLACED\tPENDING\tWHY PENDING")
+				for _, d := range ds {
+					pending, why := 0, ""
+					if d.Pending != nil {
+						pending, why = d.Pending.Count, d.Pending.Metrics.String()
+					}
+					fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", d.Name, d.Count, d.Placed, pending, why)
+				}
+				return w.Flush()
+			},
+		},
+		{
+			Name: "ps", Usage: "list the instances of one deployment, or of all", ArgsUsage: "[DEPLOYMENT]", Flags: clientFlags(format),
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 1 {
+					return errors.New("ps takes at most one DEPLOYMENT")
+				}
+				cl, ctx, cancel, err := client(c)
+				if err != nil {
+					return err
+				}
+				defer cancel()
+				var ps []agent.PlacementInfo
+				path := "/v1/placements"
+				if c.NArg() == 1 {
+					var d agent.DeploymentDetail
+					if err := cl.Do(ctx, "GET", "/v1/deployments/"+url.PathEscape(c.Args().First()), nil, &d); err != nil {
+						return err
+					}
+					ps = d.Placements
+				} else {
+					var raw []agent.PlacementInfo
+					if err := cl.Do(ctx, "GET", path, nil, &raw); err != nil {
+						return err
+					}
+					ps = raw
+				}
+				if c.String("format") == "json" {
+					return printJSON(c.App.Writer, ps)
+				}
+				sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
+				w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "INSTANCE\tDEPLOYMENT\tNODE\tCPU\tMEMORY")
+				for _, p := range ps {
+					node := p.NodeName
+					if node == "" {
+						node = p.NodeID
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%dm\t%dMiB\n", p.ID, p.Deployment, node, p.Resources.CPUMillis, p.Resources.MemoryMiB)
+				}
+				return w.Flush()
+			},
+		},
+		{
+			Name: "scale", Usage: "change a deployment's instance count", ArgsUsage: "NAME COUNT", Flags: clientFlags(),
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 2 {
+					return errors.New("scale takes NAME COUNT")
+				}
+				n, err := strconv.Atoi(c.Args().Get(1))
+				if err != nil || n < 0 {
+					return fmt.Errorf("count %q: want a whole number of 0 or more", c.Args().Get(1))
+				}
+				return simpleWrite(c, "PUT", "/v1/deployments/"+url.PathEscape(c.Args().Get(0))+"/scale", agent.ScaleRequest{Count: n})
+			},
+		},
+		{
+			Name: "stop", Usage: "remove a deployment; its instances are stopped", ArgsUsage: "NAME", Flags: clientFlags(),
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return errors.New("stop takes one deployment NAME")
+				}
+				return simpleWrite(c, "DELETE", "/v1/deployments/"+url.PathEscape(c.Args().First()), nil)
+			},
+		},
+		{
+			Name: "drain", Usage: "move every instance off a node and keep new ones away", ArgsUsage: "NODE", Flags: clientFlags(),
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return errors.New("drain takes one NODE (name or ID)")
+				}
+				return simpleWrite(c, "PUT", "/v1/nodes/"+url.PathEscape(c.Args().First())+"/drain", nil)
+			},
+		},
+		{
+			Name: "undrain", Usage: "let a drained node take instances again", ArgsUsage: "NODE", Flags: clientFlags(),
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return errors.New("undrain takes one NODE (name or ID)")
+				}
+				return simpleWrite(c, "DELETE", "/v1/nodes/"+url.PathEscape(c.Args().First())+"/drain", nil)
+			},
+		},
+	}
+}
+
+func simpleWrite(c *cli.Context, method, path string, body any) error {
+	cl, ctx, cancel, err := client(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	var res agent.WriteResult
+	if err := cl.Do(ctx, method, path, body, &res); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "Committed at index %d\n", res.Index)
+	return nil
+}
+
+// putRaw sends a spec file as it is (YAML or JSON) and prints every
+// validation error the agent lists.
+func putRaw(ctx context.Context, addr, path string, body []byte, out any) error {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	req, err := http.NewRequestWithContext(ctx, "PUT", strings.TrimRight(addr, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the colony agent at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 {
+		var se agent.SpecError
+		if json.Unmarshal(b, &se) == nil && len(se.Errors) > 0 {
+			var lines []string
+			for _, e := range se.Errors {
+				lines = append(lines, "  "+e.Field+": "+e.Reason)
+			}
+			return fmt.Errorf("invalid deployment spec (%d problems):\n%s", len(se.Errors), strings.Join(lines, "\n"))
+		}
+		var e agent.APIError
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return fmt.Errorf("agent refused (%d): %s", resp.StatusCode, e.Error)
+		}
+		return fmt.Errorf("agent refused (%d): %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return json.Unmarshal(b, out)
+}
