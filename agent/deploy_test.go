@@ -107,7 +107,33 @@ distinct_hosts: true
 		t.Fatal(err)
 	}
 	placedOn(c.agent("n2"), 2)
-	if code, body := putSpec(c.agent("n2"), `name: gpu
+
+	// Kill a node (not the leader) that hosts an instance: it is re-placed.
+	leader := c.agreeOnLeader(3, 30*time.Second)
+	d, _ := deployment(c.agent("n1"), "web")
+	victim := ""
+	for _, p := range d.Placements {
+		if p.NodeName != leader {
+			victim = p.NodeName
+		}
+	}
+	_ = c.agent(victim).Shutdown()
+	retry.Until(t, 45*time.Second, func() error {
+		d, err := deployment(c.agent(leader), "web")
+		if err != nil {
+			return err
+		}
+		for _, p := range d.Placements {
+			if p.NodeName == victim {
+				return fmt.Errorf("instance %s still on dead %s", p.ID, victim)
+			}
+		}
+		if len(d.Placements) != 2 {
+			return fmt.Errorf("%d placements", len(d.Placements))
+		}
+		return nil
+	})
+	if code, body := putSpec(c.agent(leader), `name: gpu
 count: 1
 command: {argv: ["/bin/true"]}
 constraints: [{attribute: label.gpu, operator: "=", value: "true"}]
@@ -115,11 +141,11 @@ constraints: [{attribute: label.gpu, operator: "=", value: "true"}]
 		t.Fatalf("deploy: %d %s", code, body)
 	}
 	retry.Until(t, 30*time.Second, func() error {
-		d, err := deployment(c.agent("n3"), "gpu")
+		d, err := deployment(c.agent(leader), "gpu")
 		if err != nil {
 			return err
 		}
-		if d.Pending == nil || d.Pending.Metrics.ConstraintFiltered["label.gpu = true"] != 4 {
+		if d.Pending == nil || d.Pending.Metrics.ConstraintFiltered["label.gpu = true"] != 3 {
 			return fmt.Errorf("pending %+v", d.Pending)
 		}
 		return nil
