@@ -34,7 +34,7 @@ func deployment(a *Agent, name string) (DeploymentDetail, error) {
 // placed by the leader, spread and re-placed when a node dies or drains;
 // one no node can host is pending with the reason.
 func TestPlacementThroughRaft(t *testing.T) {
-	c := newCluster(t, 83)
+	c := newCluster(t, 183)
 	for i := 1; i <= 4; i++ {
 		zone := fmt.Sprintf("z%d", i%2)
 		c.start(i, func(cfg *Config) { cfg.Labels = map[string]string{"zone": zone} })

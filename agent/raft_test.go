@@ -62,6 +62,9 @@ func (c *cutSet) heal() {
 	c.cut = nil
 }
 
+// newCluster reserves 127.0.<subnet>.0/24 for one test. The agent package
+// uses 178 and up; test/integration uses lower ones, so both packages can
+// run at the same time.
 func newCluster(t *testing.T, subnet int) *cluster {
 	return &cluster{t: t, net: fmt.Sprintf("127.0.%d.", subnet), cut: &cutSet{}, agents: map[string]*Agent{}, dirs: map[string]string{}}
 }
@@ -183,7 +186,7 @@ func get(a *Agent, key, consistency string) (consensus.Setting, error) {
 // node, every read mode works from every node, and losing the leader or a
 // voter loses nothing committed.
 func TestRaftFiveNodes(t *testing.T) {
-	c := newCluster(t, 78)
+	c := newCluster(t, 178)
 	for i := 1; i <= 5; i++ {
 		c.start(i)
 	}
@@ -251,7 +254,7 @@ func TestRaftFiveNodes(t *testing.T) {
 // TestRaftRestartAll: restart every node from its data dir, one by one and
 // then all at once: the same cluster, the same data.
 func TestRaftRestartAll(t *testing.T) {
-	c := newCluster(t, 79)
+	c := newCluster(t, 179)
 	for i := 1; i <= 4; i++ {
 		c.start(i)
 	}
@@ -298,7 +301,7 @@ func TestRaftRestartAll(t *testing.T) {
 // TestRaftPartition: the minority side refuses writes with a clear error
 // and still serves stale reads; after healing there is one history.
 func TestRaftPartition(t *testing.T) {
-	c := newCluster(t, 80)
+	c := newCluster(t, 180)
 	for i := 1; i <= 5; i++ {
 		c.start(i)
 	}
@@ -431,7 +434,7 @@ func TestSettingsAPIErrors(t *testing.T) {
 // and the non-voters report quorum loss; the documented recovery (a peers
 // file naming the survivors) brings the cluster back with its data.
 func TestQuorumLossAndRecovery(t *testing.T) {
-	c := newCluster(t, 81)
+	c := newCluster(t, 181)
 	for i := 1; i <= 4; i++ {
 		c.start(i)
 	}
