@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -13,7 +14,8 @@ import (
 )
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	if err := app.Run(flagsFirst(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "colony: "+err.Error())
 		os.Exit(1)
 	}
@@ -39,4 +41,61 @@ func newApp() *cli.App {
 			versionCommand(),
 		}, deployCommands()...),
 	}
+}
+
+// flagsFirst moves a command's flags ahead of its arguments, so that
+// `colony deploy web.yaml --http-addr 10.0.0.5:7070` works as well as the
+// order urfave/cli requires (flags right after the command name). Only long
+// flags of the command reached are moved; "--" ends them, and a value
+// never is mistaken for one.
+func flagsFirst(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	cmds := app.Commands
+	var leaf *cli.Command
+	i := 1
+	for i < len(args) {
+		var next *cli.Command
+		for _, c := range cmds {
+			if c.HasName(args[i]) {
+				next = c
+			}
+		}
+		if next == nil {
+			break
+		}
+		leaf, cmds = next, next.Subcommands
+		i++
+	}
+	if leaf == nil {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range leaf.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	out := append([]string{}, args[:i]...)
+	var flags, rest []string
+	for j := i; j < len(args); j++ {
+		a := args[j]
+		if a == "--" {
+			rest = append(rest, args[j:]...)
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !strings.HasPrefix(a, "--") {
+			rest = append(rest, a)
+			continue
+		}
+		flags = append(flags, a)
+		if takesValue[name] && !hasValue && j+1 < len(args) {
+			flags = append(flags, args[j+1])
+			j++
+		}
+	}
+	return append(append(out, flags...), rest...)
 }

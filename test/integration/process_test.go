@@ -218,3 +218,19 @@ func TestEncryptionKeys(t *testing.T) {
 	}
 	allSee(t, []*harness.Proc{a, b}, "k1=alive k2=alive")
 }
+
+// TestCLIFlagsAfterArguments: flags may follow a command's arguments.
+func TestCLIFlagsAfterArguments(t *testing.T) {
+	a := harness.Start(t, "f1", ip(40), filepath.Join(t.TempDir(), "f1"))
+	retry.Until(t, 30*time.Second, func() error {
+		out, code := harness.CLI(t, "settings", "set", "k", "v", "--http-addr", a.HTTPAddr())
+		if code != 0 {
+			return fmt.Errorf("exit %d: %s", code, out)
+		}
+		return nil
+	})
+	out, code := harness.CLI(t, "settings", "get", "k", "--consistency", "consistent", "--http-addr="+a.HTTPAddr())
+	if code != 0 || strings.TrimSpace(out) != "v" {
+		t.Fatalf("settings get with trailing flags: %d %q", code, out)
+	}
+}
