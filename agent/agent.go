@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"colony/agent/workload"
 	"colony/consensus"
 	"colony/gossip"
 )
@@ -61,7 +62,9 @@ type Agent struct {
 	changed chan struct{} // membership changed: save peers soon
 	bindIP  string
 
-	httpClient *http.Client // agent-to-agent calls (forwarding, voter management)
+	httpClient     *http.Client // agent-to-agent calls (forwarding, voter management)
+	blockingClient *http.Client // the same, without a timeout: for blocking queries
+	runner         *workload.Runner
 
 	raftMu        sync.Mutex
 	raftLn        net.Listener    // opened at New, handed to Raft when it starts
@@ -146,7 +149,15 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("raft: listen on %s:%d: %w", bind, cfg.RaftPort, err)
 	}
 	a.raftPort = a.raftLn.Addr().(*net.TCPAddr).Port
-	a.httpClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: a.dialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}}
+	tr := &http.Transport{DialContext: a.dialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
+	a.httpClient = &http.Client{Timeout: 30 * time.Second, Transport: tr}
+	a.blockingClient = &http.Client{Transport: tr}
+	rc := workload.DefaultConfig()
+	rc.DataDir = cfg.DataDir
+	rc.Logger = a.logger
+	if a.runner, err = workload.New(rc); err != nil {
+		return nil, fmt.Errorf("workload runner: %w", err)
+	}
 	meta := gossip.Meta{
 		ID: id, Labels: cfg.Labels, APIPort: uint16(a.httpLn.Addr().(*net.TCPAddr).Port),
 		RaftAddr:        net.JoinHostPort(advertise, strconv.Itoa(a.raftPort)),
@@ -274,6 +285,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.goFunc(a.raftLoop)
+	a.goFunc(a.assignmentLoop)
 	if len(background) > 0 {
 		a.goFunc(func() {
 			if _, err := a.gossip.Join(a.ctx, background, policy); err != nil && a.ctx.Err() == nil {
@@ -403,7 +415,13 @@ func (a *Agent) Shutdown() error {
 			_ = a.httpLn.Close()
 		}
 		// Goroutines finish (the peers loop saves the last view) before
-		// Raft and gossip stop and the data dir is released.
+		// Raft and gossip stop and the data dir is released. Workloads stop
+		// first: a node going away takes its instances with it.
+		if a.runner != nil {
+			if err := a.runner.Shutdown(ctx); err != nil {
+				a.logger.Warn("stopping workloads", "subsystem", "workload", "error", err)
+			}
+		}
 		a.wg.Wait()
 		_ = a.stopRaft(false)
 		a.closeResources()

@@ -141,6 +141,11 @@ func (a *Agent) deployRoutes(r *router) {
 	r.handle("PUT", "/v1/nodes/{node}/drain", a.handleDrain(true))
 	r.handle("DELETE", "/v1/nodes/{node}/drain", a.handleDrain(false))
 	r.handle("GET", "/v1/placements", a.handlePlacements)
+	r.handle("GET", "/v1/assignments", a.handleAssignments)
+	r.handle("GET", "/v1/deployments/{name}/instances", a.handleDeploymentInstances)
+	r.handle("GET", "/v1/instances/{id}/logs", a.handleLogs)
+	r.handle("GET", "/v1/agent/instances", a.handleInstances)
+	r.handle("GET", "/v1/agent/instances/{id}/logs", a.handleInstanceLogs)
 }
 
 func (a *Agent) handleDeploy(w http.ResponseWriter, r *http.Request) {

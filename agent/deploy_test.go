@@ -173,3 +173,89 @@ constraints: [{attribute: os, operator: "~=", value: linux}]
 		t.Errorf("unknown field: %d %s", code, body)
 	}
 }
+
+// TestInstancesRun: placed instances run on their nodes, report their
+// state, keep logs readable from any node, crash-loop into failed, and stop
+// with their deployment.
+func TestInstancesRun(t *testing.T) {
+	c := newCluster(t, 184)
+	for i := 1; i <= 3; i++ {
+		c.start(i)
+	}
+	leader := c.agreeOnLeader(3, 30*time.Second)
+	if code, body := putSpec(c.agent("n2"), `name: hello
+count: 3
+command: {argv: ["/bin/sh", "-c", "echo hello from $COLONY_INSTANCE_ID; exec sleep 600"]}
+distinct_hosts: true
+`); code != 200 {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	if code, body := putSpec(c.agent("n3"), `name: crash
+count: 1
+command: {argv: ["/bin/sh", "-c", "echo boom >&2; exit 3"]}
+restart: {mode: on-failure, max_restarts: 2, backoff: {initial: 50ms, max: 100ms}}
+`); code != 200 {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	instances := func(a *Agent, name string) ([]InstanceInfo, error) {
+		var out []InstanceInfo
+		cl, _ := NewClient(a.HTTPAddr())
+		err := cl.Do(context.Background(), "GET", "/v1/deployments/"+name+"/instances", nil, &out)
+		return out, err
+	}
+	var first string
+	retry.Until(t, 45*time.Second, func() error {
+		is, err := instances(c.agent("n1"), "hello")
+		if err != nil {
+			return err
+		}
+		if len(is) != 3 {
+			return fmt.Errorf("%d instances", len(is))
+		}
+		for _, i := range is {
+			if i.Status == nil || i.Status.State != "running" {
+				return fmt.Errorf("%s on %s: %+v %s", i.ID, i.NodeName, i.Status, i.Error)
+			}
+		}
+		first = is[0].ID
+		return nil
+	})
+	retry.Until(t, 30*time.Second, func() error {
+		is, err := instances(c.agent(leader), "crash")
+		if err != nil {
+			return err
+		}
+		if len(is) != 1 || is[0].Status == nil || is[0].Status.State != "failed" || is[0].Status.Restarts != 2 {
+			return fmt.Errorf("crash: %+v", is)
+		}
+		return nil
+	})
+	// Logs from any node.
+	retry.Until(t, 20*time.Second, func() error {
+		resp, err := http.Get("http://" + c.agent("n3").HTTPAddr() + "/v1/instances/" + first + "/logs")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), "hello from "+first) {
+			return fmt.Errorf("logs of %s: %d %q", first, resp.StatusCode, b)
+		}
+		return nil
+	})
+	// Stop the deployment: no instance left running.
+	cl, _ := NewClient(c.agent("n1").HTTPAddr())
+	if err := cl.Do(context.Background(), "DELETE", "/v1/deployments/hello", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 30*time.Second, func() error {
+		for _, a := range c.live() {
+			for _, s := range a.runner.Status() {
+				if s.Deployment == "hello" && s.State == "running" {
+					return fmt.Errorf("%s still runs %s", a.Name(), s.InstanceID)
+				}
+			}
+		}
+		return nil
+	})
+}

@@ -127,6 +127,12 @@ func (c *PutDeployment) apply(s *State, index uint64) (any, error) {
 	d.Spec, d.ModifyIndex = c.Spec, index
 	s.work.deployments[c.Spec.Name] = d
 	s.tables[tableDeployments] = index
+	// The nodes running it must see the new command and restart policy.
+	for _, p := range s.work.placements {
+		if p.Deployment == c.Spec.Name {
+			s.work.nodeIndex[p.NodeID] = index
+		}
+	}
 	return d, nil
 }
 

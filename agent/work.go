@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"colony/agent/workload"
+	"colony/consensus"
+	"colony/gossip"
+)
+
+// Running instances. Every agent learns its own assignments with a
+// blocking query for its node (?node=ID&index=N): answered from its own
+// state on a voter, from a voter (stale read) elsewhere. Each node has its
+// own index in the state, so a change wakes only the nodes it concerns and
+// a query costs nothing while nothing changes for that node: this is what
+// keeps assignment delivery cheap at 10,000 nodes. The workload runner
+// then starts, restarts and stops processes to match.
+
+// assignments builds this node's desired instances from the state.
+func assignments(st *consensus.State, nodeID string) ([]workload.Assignment, uint64) {
+	ps, idx := st.NodePlacements(nodeID)
+	out := make([]workload.Assignment, 0, len(ps))
+	for _, p := range ps {
+		d, ok, _ := st.DeploymentByName(p.Deployment)
+		if !ok {
+			continue // being stopped: the next plan removes it
+		}
+		out = append(out, workload.FromPlacement(p, &d.Spec))
+	}
+	return out, idx
+}
+
+func (a *Agent) handleAssignments(w http.ResponseWriter, r *http.Request) {
+	node := r.URL.Query().Get("node")
+	if node == "" {
+		writeError(w, http.StatusBadRequest, errors.New("node is required: ?node=ID"))
+		return
+	}
+	minIdx, wait, err := blockingParams(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	n, ok := a.routeRead(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	st := n.State()
+	as, idx := consensus.Blocking(ctx, st, minIdx, func() ([]workload.Assignment, uint64) { return assignments(st, node) })
+	a.served(w, idx)
+	writeJSON(w, http.StatusOK, as)
+}
+
+// assignmentLoop keeps the runner in line with this node's assignments.
+func (a *Agent) assignmentLoop() {
+	var index uint64
+	fail := 0
+	for a.ctx.Err() == nil {
+		as, idx, err := a.fetchAssignments(index)
+		if err != nil {
+			fail++
+			wait := min(time.Duration(fail)*time.Second, 15*time.Second)
+			if fail == 1 || fail%10 == 0 {
+				a.logger.Warn("cannot fetch assignments; retrying", "subsystem", "workload", "error", err, "retry_in", wait.String())
+			}
+			t := time.NewTimer(wait + time.Duration(rand.Int64N(int64(time.Second))))
+			select {
+			case <-a.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		fail = 0
+		if idx < index {
+			idx = 0 // the state was restored from an older snapshot: start over
+		}
+		index = idx
+		if err := a.runner.Reconcile(as); err != nil && a.ctx.Err() == nil {
+			a.logger.Warn("some assignments were refused", "subsystem", "workload", "error", err)
+		}
+	}
+}
+
+// fetchAssignments runs one blocking query, locally on a voter.
+func (a *Agent) fetchAssignments(index uint64) ([]workload.Assignment, uint64, error) {
+	wait := 5 * time.Minute
+	if n := a.raftNode(); n != nil {
+		ctx, cancel := context.WithTimeout(a.ctx, wait)
+		defer cancel()
+		st := n.State()
+		as, idx := consensus.Blocking(ctx, st, index, func() ([]workload.Assignment, uint64) { return assignments(st, a.id.String()) })
+		return as, idx, a.ctx.Err()
+	}
+	vs := a.voterMembers()
+	if len(vs) == 0 {
+		return nil, 0, errors.New("no voter known yet")
+	}
+	v := vs[rand.IntN(len(vs))]
+	ctx, cancel := context.WithTimeout(a.ctx, wait+30*time.Second)
+	defer cancel()
+	q := url.Values{"node": {a.id.String()}, "index": {strconv.FormatUint(index, 10)}, "wait": {wait.String()}, "consistency": {"stale"}}
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+apiAddr(v)+"/v1/assignments?"+q.Encode(), nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set(HeaderForwarded, a.cfg.NodeName)
+	resp, err := a.blockingClient.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ask %s: %w", v.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, fmt.Errorf("ask %s: status %d", v.Name, resp.StatusCode)
+	}
+	var as []workload.Assignment
+	if err := json.NewDecoder(resp.Body).Decode(&as); err != nil {
+		return nil, 0, fmt.Errorf("ask %s: %w", v.Name, err)
+	}
+	idx, _ := strconv.ParseUint(resp.Header.Get(HeaderIndex), 10, 64)
+	return as, idx, nil
+}
+
+func (a *Agent) handleInstances(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.runner.Status())
+}
+
+func (a *Agent) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
+	stream := r.URL.Query().Get("stream")
+	if stream == "" {
+		stream = workload.Stdout
+	}
+	tail := int64(64 << 10)
+	if s := r.URL.Query().Get("tail"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("tail %q: want a number of bytes", s))
+			return
+		}
+		tail = v
+	}
+	b, err := a.runner.Logs(r.PathValue("id"), stream, tail)
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, workload.ErrUnknownInstance) {
+			code = http.StatusNotFound
+		}
+		writeError(w, code, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write(b)
+}
+
+// InstanceInfo is a placement with the state its node reports.
+type InstanceInfo struct {
+	PlacementInfo
+	Status *workload.InstanceStatus `json:"status,omitempty"`
+	Error  string                   `json:"error,omitempty"` // why the node could not be asked
+}
+
+// handleDeploymentInstances answers for the whole deployment: it asks each
+// node hosting one of its instances (and only those) for their state.
+func (a *Agent) handleDeploymentInstances(w http.ResponseWriter, r *http.Request) {
+	n, ok := a.routeRead(w, r)
+	if !ok {
+		return
+	}
+	name := r.PathValue("name")
+	var ps []PlacementInfo
+	members := map[string]gossip.Member{}
+	for _, m := range a.gossip.Members() {
+		members[m.Meta.ID.String()] = m
+	}
+	raw, idx := n.State().Placements(name)
+	for _, p := range raw {
+		ps = append(ps, PlacementInfo{Placement: p, NodeName: members[p.NodeID].Name})
+	}
+	byNode := map[string][]int{}
+	for i, p := range ps {
+		byNode[p.NodeID] = append(byNode[p.NodeID], i)
+	}
+	out := make([]InstanceInfo, len(ps))
+	for i, p := range ps {
+		out[i].PlacementInfo = p
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for nodeID, idxs := range byNode {
+		m, known := members[nodeID]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			var sts []workload.InstanceStatus
+			err := errors.New("node unknown to gossip")
+			if known {
+				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+				defer cancel()
+				c, _ := NewClient(apiAddr(m))
+				c.http = a.httpClient
+				err = c.Do(ctx, "GET", "/v1/agent/instances", nil, &sts)
+			}
+			byID := map[string]workload.InstanceStatus{}
+			for _, s := range sts {
+				byID[s.InstanceID] = s
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, i := range idxs {
+				if err != nil {
+					out[i].Error = err.Error()
+					continue
+				}
+				if s, ok := byID[out[i].ID]; ok {
+					out[i].Status = &s
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	a.served(w, idx)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleLogs serves GET /v1/instances/{id}/logs from any node: it finds the
+// instance's node and asks it.
+func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	n, ok := a.routeRead(w, r)
+	if !ok {
+		return
+	}
+	ps, _ := n.State().Placements("")
+	for _, p := range ps {
+		if p.ID != id {
+			continue
+		}
+		if p.NodeID == a.id.String() {
+			a.handleInstanceLogs(w, r)
+			return
+		}
+		m, ok := a.memberByID(p.NodeID)
+		if !ok {
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("instance %s is on node %s, unknown to gossip", id, p.NodeID))
+			return
+		}
+		q := r.URL.Query()
+		q.Del("consistency")
+		req, err := http.NewRequestWithContext(r.Context(), "GET", "http://"+apiAddr(m)+"/v1/agent/instances/"+url.PathEscape(id)+"/logs?"+q.Encode(), nil)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		resp, err := a.httpClient.Do(req)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("ask %s for the logs: %w", m.Name, err))
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, io.LimitReader(resp.Body, 64<<20))
+		return
+	}
+	writeError(w, http.StatusNotFound, fmt.Errorf("no instance %q is placed (see colony ps)", id))
+}
