@@ -82,7 +82,7 @@ func deployCommands() []*cli.Command {
 			},
 		},
 		{
-			Name: "ps", Usage: "list the instances of one deployment, or of all", ArgsUsage: "[DEPLOYMENT]", Flags: clientFlags(format),
+			Name: "ps", Usage: "list instances (node, state, restarts, uptime) of one deployment, or of all", ArgsUsage: "[DEPLOYMENT]", Flags: clientFlags(format),
 			Action: func(c *cli.Context) error {
 				if c.NArg() > 1 {
 					return errors.New("ps takes at most one DEPLOYMENT")
@@ -92,35 +92,92 @@ func deployCommands() []*cli.Command {
 					return err
 				}
 				defer cancel()
-				var ps []agent.PlacementInfo
-				path := "/v1/placements"
-				if c.NArg() == 1 {
-					var d agent.DeploymentDetail
-					if err := cl.Do(ctx, "GET", "/v1/deployments/"+url.PathEscape(c.Args().First()), nil, &d); err != nil {
+				names := c.Args().Slice()
+				if len(names) == 0 {
+					var ds []agent.DeploymentInfo
+					if err := cl.Do(ctx, "GET", "/v1/deployments", nil, &ds); err != nil {
 						return err
 					}
-					ps = d.Placements
-				} else {
-					var raw []agent.PlacementInfo
-					if err := cl.Do(ctx, "GET", path, nil, &raw); err != nil {
+					for _, d := range ds {
+						names = append(names, d.Name)
+					}
+				}
+				var all []agent.InstanceInfo
+				for _, n := range names {
+					var is []agent.InstanceInfo
+					if err := cl.Do(ctx, "GET", "/v1/deployments/"+url.PathEscape(n)+"/instances", nil, &is); err != nil {
 						return err
 					}
-					ps = raw
+					all = append(all, is...)
 				}
 				if c.String("format") == "json" {
-					return printJSON(c.App.Writer, ps)
+					return printJSON(c.App.Writer, all)
 				}
-				sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
+				sort.Slice(all, func(i, j int) bool { return all[i].ID < all[j].ID })
 				w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "INSTANCE\tDEPLOYMENT\tNODE\tCPU\tMEMORY")
-				for _, p := range ps {
-					node := p.NodeName
+				fmt.Fprintln(w, "INSTANCE\tDEPLOYMENT\tNODE\tSTATE\tRESTARTS\tUPTIME\tNOTE")
+				for _, i := range all {
+					node := i.NodeName
 					if node == "" {
-						node = p.NodeID
+						node = i.NodeID
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%dm\t%dMiB\n", p.ID, p.Deployment, node, p.Resources.CPUMillis, p.Resources.MemoryMiB)
+					state, restarts, uptime, note := "unknown", "-", "-", i.Error
+					if st := i.Status; st != nil {
+						state, restarts = string(st.State), strconv.Itoa(st.Restarts)
+						if st.State == "running" && !st.StartedAt.IsZero() {
+							uptime = time.Since(st.StartedAt).Round(time.Second).String()
+						}
+						if note == "" {
+							note = st.LastError
+						}
+					} else if note == "" {
+						note = "not started on its node yet"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i.ID, i.Deployment, node, state, restarts, uptime, note)
 				}
 				return w.Flush()
+			},
+		},
+		{
+			Name: "logs", Usage: "print an instance's output, from whichever node runs it", ArgsUsage: "INSTANCE",
+			Flags: clientFlags(
+				&cli.BoolFlag{Name: "stderr", Usage: "print standard error instead of standard output"},
+				&cli.Int64Flag{Name: "tail", Value: 64 << 10, Usage: "bytes from the end (0: all that is kept)"},
+			),
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return errors.New("logs takes one INSTANCE (see colony ps)")
+				}
+				stream := "stdout"
+				if c.Bool("stderr") {
+					stream = "stderr"
+				}
+				addr := c.String("http-addr")
+				if !strings.Contains(addr, "://") {
+					addr = "http://" + addr
+				}
+				ctx, cancel := context.WithTimeout(c.Context, time.Minute)
+				defer cancel()
+				u := fmt.Sprintf("%s/v1/instances/%s/logs?stream=%s&tail=%d", strings.TrimRight(addr, "/"), url.PathEscape(c.Args().First()), stream, c.Int64("tail"))
+				req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+				if err != nil {
+					return err
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return fmt.Errorf("cannot reach the colony agent at %s: %w", addr, err)
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					var e agent.APIError
+					b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+					if json.Unmarshal(b, &e) == nil && e.Error != "" {
+						return fmt.Errorf("agent refused (%d): %s", resp.StatusCode, e.Error)
+					}
+					return fmt.Errorf("agent refused (%d): %s", resp.StatusCode, b)
+				}
+				_, err = io.Copy(c.App.Writer, resp.Body)
+				return err
 			},
 		},
 		{

@@ -1,0 +1,78 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"colony/test/harness"
+	"colony/test/retry"
+)
+
+// TestDeployThroughCLI: deploy a spec file through the CLI against one
+// node, watch the instances run with `colony ps` from another, read their
+// output with `colony logs`, scale down and stop.
+func TestDeployThroughCLI(t *testing.T) {
+	root := t.TempDir()
+	seed := harness.Start(t, "d1", ip(51), filepath.Join(root, "d1"))
+	procs := []*harness.Proc{seed}
+	for i := 2; i <= 3; i++ {
+		procs = append(procs, harness.Start(t, fmt.Sprintf("d%d", i), ip(50+i), filepath.Join(root, fmt.Sprintf("d%d", i)), "--join", seed.GossipAddr()))
+	}
+	spec := filepath.Join(root, "echo.yaml")
+	if err := os.WriteFile(spec, []byte(`name: echo
+count: 3
+command: {argv: ["/bin/sh", "-c", "echo started $COLONY_INSTANCE_ID; exec sleep 600"]}
+resources: {cpu: 10m, memory: 8MiB}
+distinct_hosts: true
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		out, code := harness.CLI(t, "deploy", spec, "--http-addr", procs[1].HTTPAddr())
+		if code != 0 {
+			return fmt.Errorf("deploy: %d %s", code, out)
+		}
+		return nil
+	})
+	var running string
+	retry.Until(t, 60*time.Second, func() error {
+		out, code := harness.CLI(t, "ps", "echo", "--http-addr", procs[2].HTTPAddr())
+		if code != 0 || strings.Count(out, " running ") != 3 {
+			return fmt.Errorf("ps: %d\n%s", code, out)
+		}
+		running = out
+		return nil
+	})
+	t.Logf("colony ps:\n%s", running)
+	retry.Until(t, 30*time.Second, func() error {
+		out, code := harness.CLI(t, "logs", "echo.0.1", "--http-addr", seed.HTTPAddr())
+		if code != 0 || !strings.Contains(out, "started echo.0.1") {
+			return fmt.Errorf("logs: %d %q", code, out)
+		}
+		return nil
+	})
+	if out, code := harness.CLI(t, "scale", "echo", "1", "--http-addr", seed.HTTPAddr()); code != 0 {
+		t.Fatalf("scale: %s", out)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		out, code := harness.CLI(t, "ps", "--http-addr", procs[1].HTTPAddr())
+		if code != 0 || strings.Count(out, " running ") != 1 {
+			return fmt.Errorf("ps after scale: %d\n%s", code, out)
+		}
+		return nil
+	})
+	if out, code := harness.CLI(t, "stop", "echo", "--http-addr", seed.HTTPAddr()); code != 0 {
+		t.Fatalf("stop: %s", out)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		out, _ := harness.CLI(t, "deployments", "--http-addr", procs[2].HTTPAddr())
+		if strings.Contains(out, "echo") {
+			return fmt.Errorf("still listed:\n%s", out)
+		}
+		return nil
+	})
+}
