@@ -259,3 +259,65 @@ restart: {mode: on-failure, max_restarts: 2, backoff: {initial: 50ms, max: 100ms
 		return nil
 	})
 }
+
+// TestLeaderKillDuringRollout: the leader dies right after a deployment is
+// committed; the new leader finishes the rollout from the committed state,
+// with every index placed exactly once and nothing running twice.
+func TestLeaderKillDuringRollout(t *testing.T) {
+	c := newCluster(t, 185)
+	for i := 1; i <= 5; i++ {
+		c.start(i)
+	}
+	leader := c.agreeOnLeader(3, 30*time.Second)
+	var other *Agent
+	for _, a := range c.live() {
+		if a.Name() != leader {
+			other = a
+			break
+		}
+	}
+	if code, body := putSpec(other, `name: roll
+count: 30
+command: {argv: ["/bin/sleep", "600"]}
+resources: {cpu: 10m, memory: 4MiB}
+spread: {attribute: node.name}
+`); code != 200 {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	_ = c.agent(leader).Shutdown()
+	c.agreeOnLeader(3, 45*time.Second, leader)
+	retry.Until(t, 60*time.Second, func() error {
+		d, err := deployment(other, "roll")
+		if err != nil {
+			return err
+		}
+		seen := map[int]int{}
+		for _, p := range d.Placements {
+			seen[p.Index]++
+			if p.NodeName == leader {
+				return fmt.Errorf("%s still on the dead leader", p.ID)
+			}
+		}
+		if len(seen) != 30 || len(d.Placements) != 30 {
+			return fmt.Errorf("%d placements over %d indexes", len(d.Placements), len(seen))
+		}
+		// Every instance runs exactly once across the live nodes.
+		running := map[string]int{}
+		for _, a := range c.live() {
+			for _, s := range a.runner.Status() {
+				if s.Deployment == "roll" && s.State == "running" {
+					running[s.InstanceID]++
+				}
+			}
+		}
+		for _, p := range d.Placements {
+			if running[p.ID] != 1 {
+				return fmt.Errorf("%s runs %d times", p.ID, running[p.ID])
+			}
+		}
+		if len(running) != 30 {
+			return fmt.Errorf("%d instances running", len(running))
+		}
+		return nil
+	})
+}
