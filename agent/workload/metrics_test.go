@@ -94,3 +94,31 @@ func TestWorkloadMetricsReported(t *testing.T) {
 		}
 	}
 }
+
+func TestAntfarmMetricsReachStatus(t *testing.T) {
+	r := newRunner(t, testConfig(t))
+	a := Assignment{
+		InstanceID: "antfarm.0.1",
+		Deployment: "antfarm",
+		Argv:       []string{os.Args[0], "-test.run=^$", "--", "--jobs", "30", "--report", "50ms"},
+		Env:        map[string]string{antfarmEnv: "1"},
+		Restart:    RestartPolicy{Mode: RestartNever},
+	}
+	reconcile(t, r, a)
+	waitFor(t, waitLong, func() error {
+		st, err := status(r, a.InstanceID)
+		if err != nil {
+			return err
+		}
+		if st.State != StateRunning || st.Metrics["iterations"] < 1 || st.Metrics["best_cost"] <= 0 || st.Metrics["jobs"] != 30 {
+			return fmt.Errorf("%s, metrics %v", st.State, st.Metrics)
+		}
+		return nil
+	})
+	reconcile(t, r) // SIGTERM: antfarm stops cleanly
+	st := waitState(t, r, a.InstanceID, StateStopped)
+	out, _ := r.Logs(a.InstanceID, Stdout, 0)
+	if st.ExitCode != 0 || !strings.Contains(string(out), "done: ") {
+		t.Fatalf("antfarm did not stop cleanly (exit %d):\n%s", st.ExitCode, out)
+	}
+}

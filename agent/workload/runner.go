@@ -248,7 +248,7 @@ func (r *Runner) Reconcile(desired []Assignment) error {
 			in.want, in.wantErr = a, verr
 			in.gen++
 			in.st.Deployment = a.Deployment
-			signal(in.wake)
+			notify(in.wake)
 		}
 	}
 	for id, in := range r.insts {
@@ -256,7 +256,7 @@ func (r *Runner) Reconcile(desired []Assignment) error {
 			r.log.Info("instance no longer assigned: stopping it", "instance", id)
 			in.removed = true
 			r.gone = append(r.gone, in)
-			signal(in.wake)
+			notify(in.wake)
 		}
 	}
 	r.pruneLocked()
@@ -305,7 +305,7 @@ func (r *Runner) pruneLocked() {
 	}
 }
 
-func signal(c chan struct{}) {
+func notify(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
 	default:
@@ -381,7 +381,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 		for _, in := range r.insts {
 			if !in.removed {
 				in.removed = true
-				signal(in.wake)
+				notify(in.wake)
 			}
 		}
 	}

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"colony/agent/workload/antfarm"
 	"colony/test/retry"
 )
 
@@ -21,9 +23,29 @@ import (
 // Shutdown never runs).
 const helperEnv = "COLONY_WORKLOAD_TEST_AGENT"
 
+// antfarmEnv makes the test binary run `colony antfarm` with the arguments
+// after "--", as the lead's command will.
+const antfarmEnv = "COLONY_WORKLOAD_TEST_ANTFARM"
+
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(helperEnv); dir != "" {
 		os.Exit(fakeAgent(dir))
+	}
+	if os.Getenv(antfarmEnv) != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		args := os.Args[1:]
+		for i, a := range args {
+			if a == "--" {
+				args = args[i+1:]
+				break
+			}
+		}
+		if err := antfarm.Run(ctx, args, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "antfarm:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
