@@ -39,6 +39,7 @@ func newApp() *cli.App {
 			settingsCommand(),
 			keygenCommand(),
 			versionCommand(),
+			antfarmCommand(),
 		}, deployCommands()...),
 	}
 }
@@ -68,7 +69,7 @@ func flagsFirst(app *cli.App, args []string) []string {
 		leaf, cmds = next, next.Subcommands
 		i++
 	}
-	if leaf == nil {
+	if leaf == nil || leaf.SkipFlagParsing {
 		return args
 	}
 	takesValue := map[string]bool{}
@@ -87,8 +88,8 @@ func flagsFirst(app *cli.App, args []string) []string {
 			break
 		}
 		name, _, hasValue := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-		if !strings.HasPrefix(a, "--") {
-			rest = append(rest, a)
+		if _, known := takesValue[name]; !strings.HasPrefix(a, "--") || !known {
+			rest = append(rest, a) // an argument, or a flag urfave will report
 			continue
 		}
 		flags = append(flags, a)

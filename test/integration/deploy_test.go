@@ -110,3 +110,34 @@ func TestDeploy50Timing(t *testing.T) {
 	})
 	t.Logf("deploy of 50 instances on 5 nodes: all running after %s (measured through colony ps polling)", time.Since(start).Round(time.Millisecond))
 }
+
+// TestAntfarmDeployment: the demo workload runs as a deployment and its
+// progress reaches the agent as instance metrics.
+func TestAntfarmDeployment(t *testing.T) {
+	root := t.TempDir()
+	a := harness.Start(t, "a1", ip(71), filepath.Join(root, "a1"))
+	spec := filepath.Join(root, "antfarm.yaml")
+	os.WriteFile(spec, []byte(fmt.Sprintf(`name: antfarm
+count: 1
+command: {argv: [%q, antfarm, --jobs, "30", --iterations, "0", --report, 200ms]}
+distinct_hosts: true
+`, harness.Binary(t))), 0o600)
+	retry.Until(t, 60*time.Second, func() error {
+		out, code := harness.CLI(t, "deploy", spec, "--http-addr", a.HTTPAddr())
+		if code != 0 {
+			return fmt.Errorf("deploy: %d %s", code, out)
+		}
+		return nil
+	})
+	retry.Until(t, 60*time.Second, func() error {
+		out, code := harness.CLI(t, "ps", "antfarm", "--format", "json", "--http-addr", a.HTTPAddr())
+		if code != 0 || !strings.Contains(out, `"best_cost"`) || !strings.Contains(out, `"iterations"`) {
+			return fmt.Errorf("no antfarm metrics yet: %d %s", code, out)
+		}
+		return nil
+	})
+	out, _ := harness.CLI(t, "logs", "antfarm.0.1", "--http-addr", a.HTTPAddr())
+	if !strings.Contains(out, "best cost") {
+		t.Fatalf("antfarm output: %q", out)
+	}
+}
