@@ -181,25 +181,18 @@ func (a *Agent) deploymentInfo(st *consensus.State, d consensus.Deployment, pend
 }
 
 func (a *Agent) handleDeployments(w http.ResponseWriter, r *http.Request) {
-	minIdx, wait, err := blockingParams(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
+	out, ok := blockingRead(a, w, r, func(st *consensus.State) ([]DeploymentInfo, uint64) {
+		deps, idx := st.Deployments()
+		pending, _ := st.Pending()
+		out := make([]DeploymentInfo, 0, len(deps))
+		for _, d := range deps {
+			out = append(out, a.deploymentInfo(st, d, pending))
+		}
+		return out, idx
+	})
+	if ok {
+		writeJSON(w, http.StatusOK, out)
 	}
-	n, ok := a.routeRead(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	deps, idx := consensus.Blocking(ctx, n.State(), minIdx, n.State().Deployments)
-	pending, _ := n.State().Pending()
-	out := make([]DeploymentInfo, 0, len(deps))
-	for _, d := range deps {
-		out = append(out, a.deploymentInfo(n.State(), d, pending))
-	}
-	a.served(w, idx)
-	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *Agent) handleDeployment(w http.ResponseWriter, r *http.Request) {
@@ -291,26 +284,14 @@ func (a *Agent) handleDrain(drain bool) http.HandlerFunc {
 // handlePlacements serves GET /v1/placements[?node=ID][&deployment=D]: an
 // agent's blocking query for its own assignments uses ?node=.
 func (a *Agent) handlePlacements(w http.ResponseWriter, r *http.Request) {
-	minIdx, wait, err := blockingParams(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
+	node, dep := r.URL.Query().Get("node"), r.URL.Query().Get("deployment")
+	ps, ok := blockingRead(a, w, r, func(st *consensus.State) ([]placement.Placement, uint64) {
+		if node != "" {
+			return st.NodePlacements(node)
+		}
+		return st.Placements(dep)
+	})
+	if ok {
+		writeJSON(w, http.StatusOK, ps)
 	}
-	n, ok := a.routeRead(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	st := n.State()
-	var ps []placement.Placement
-	var idx uint64
-	if node := r.URL.Query().Get("node"); node != "" {
-		ps, idx = consensus.Blocking(ctx, st, minIdx, func() ([]placement.Placement, uint64) { return st.NodePlacements(node) })
-	} else {
-		dep := r.URL.Query().Get("deployment")
-		ps, idx = consensus.Blocking(ctx, st, minIdx, func() ([]placement.Placement, uint64) { return st.Placements(dep) })
-	}
-	a.served(w, idx)
-	writeJSON(w, http.StatusOK, ps)
 }

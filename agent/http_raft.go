@@ -286,28 +286,42 @@ func blockingParams(r *http.Request) (uint64, time.Duration, error) {
 	return idx, wait, nil
 }
 
+// blockingRead serves a read of the cluster state with ?consistency=,
+// ?index= and ?wait=: it routes the request (forwarding it when this node
+// cannot serve it: ok is false then, and the answer is written), then
+// waits until read's index passes ?index= and sets the index headers. The
+// caller writes the value.
+func blockingRead[T any](a *Agent, w http.ResponseWriter, r *http.Request, read func(*consensus.State) (T, uint64)) (v T, ok bool) {
+	minIdx, wait, err := blockingParams(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return v, false
+	}
+	n, ok := a.routeRead(w, r)
+	if !ok {
+		return v, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	st := n.State()
+	v, idx := consensus.Blocking(ctx, st, minIdx, func() (T, uint64) { return read(st) })
+	a.served(w, idx)
+	return v, true
+}
+
 func (a *Agent) served(w http.ResponseWriter, index uint64) {
 	w.Header().Set(HeaderIndex, strconv.FormatUint(index, 10))
 	w.Header().Set(HeaderServedBy, a.cfg.NodeName)
 }
 
 func (a *Agent) handleSettings(w http.ResponseWriter, r *http.Request) {
-	minIdx, wait, err := blockingParams(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	n, ok := a.routeRead(w, r)
+	list, ok := blockingRead(a, w, r, (*consensus.State).Settings)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	list, idx := consensus.Blocking(ctx, n.State(), minIdx, n.State().Settings)
 	if list == nil {
 		list = []consensus.Setting{}
 	}
-	a.served(w, idx)
 	writeJSON(w, http.StatusOK, list)
 }
 
@@ -322,22 +336,13 @@ func (a *Agent) handleSettingGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	minIdx, wait, err := blockingParams(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	n, ok := a.routeRead(w, r)
+	res, ok := blockingRead(a, w, r, func(st *consensus.State) (settingRead, uint64) {
+		s, found, idx := st.Setting(key)
+		return settingRead{s, found}, idx
+	})
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	res, idx := consensus.Blocking(ctx, n.State(), minIdx, func() (settingRead, uint64) {
-		s, found, idx := n.State().Setting(key)
-		return settingRead{s, found}, idx
-	})
-	a.served(w, idx)
 	if !res.found {
 		writeError(w, http.StatusNotFound, fmt.Errorf("setting %q is not set", key))
 		return

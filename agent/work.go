@@ -46,21 +46,10 @@ func (a *Agent) handleAssignments(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("node is required: ?node=ID"))
 		return
 	}
-	minIdx, wait, err := blockingParams(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
+	as, ok := blockingRead(a, w, r, func(st *consensus.State) ([]workload.Assignment, uint64) { return assignments(st, node) })
+	if ok {
+		writeJSON(w, http.StatusOK, as)
 	}
-	n, ok := a.routeRead(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	st := n.State()
-	as, idx := consensus.Blocking(ctx, st, minIdx, func() ([]workload.Assignment, uint64) { return assignments(st, node) })
-	a.served(w, idx)
-	writeJSON(w, http.StatusOK, as)
 }
 
 // assignmentLoop keeps the runner in line with this node's assignments.
