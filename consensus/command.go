@@ -30,6 +30,7 @@ const (
 	CmdDeleteDeployment CommandType = 5
 	CmdSetDrain         CommandType = 6
 	CmdApplyPlan        CommandType = 7
+	CmdSetMonitorPlan   CommandType = 8
 )
 
 // Command is one change to the cluster state. Commands are validated
@@ -59,6 +60,7 @@ var commandRegistry = map[CommandType]struct {
 	CmdDeleteDeployment: {"delete-deployment", func() Command { return &DeleteDeployment{} }},
 	CmdSetDrain:         {"set-drain", func() Command { return &SetDrain{} }},
 	CmdApplyPlan:        {"apply-plan", func() Command { return &ApplyPlan{} }},
+	CmdSetMonitorPlan:   {"set-monitor-plan", func() Command { return &SetMonitorPlan{} }},
 }
 
 // String names the type for logs and errors.
