@@ -31,6 +31,10 @@ const (
 	CmdSetDrain         CommandType = 6
 	CmdApplyPlan        CommandType = 7
 	CmdSetMonitorPlan   CommandType = 8
+	CmdPutPool          CommandType = 9
+	CmdDeletePool       CommandType = 10
+	CmdPutIntent        CommandType = 11
+	CmdAppendEvent      CommandType = 12
 )
 
 // Command is one change to the cluster state. Commands are validated
@@ -60,6 +64,10 @@ var commandRegistry = map[CommandType]struct {
 	CmdDeleteDeployment: {"delete-deployment", func() Command { return &DeleteDeployment{} }},
 	CmdSetDrain:         {"set-drain", func() Command { return &SetDrain{} }},
 	CmdApplyPlan:        {"apply-plan", func() Command { return &ApplyPlan{} }},
+	CmdPutPool:          {"put-pool", func() Command { return &PutPool{} }},
+	CmdDeletePool:       {"delete-pool", func() Command { return &DeletePool{} }},
+	CmdPutIntent:        {"put-intent", func() Command { return &PutIntent{} }},
+	CmdAppendEvent:      {"append-event", func() Command { return &AppendEvent{} }},
 	CmdSetMonitorPlan:   {"set-monitor-plan", func() Command { return &SetMonitorPlan{} }},
 }
 

@@ -24,6 +24,7 @@ type State struct {
 	tables   map[string]uint64 // table name → index of its last change
 	settings map[string]Setting
 	work     workState
+	pools    poolState
 	monitor  monitorState  // the monitoring plan (monitorplan.go)
 	changed  chan struct{} // closed and replaced on every apply and restore
 }
@@ -34,6 +35,7 @@ func NewState() *State {
 		tables:   map[string]uint64{},
 		settings: map[string]Setting{},
 		work:     newWorkState(),
+		pools:    newPoolState(),
 		changed:  make(chan struct{}),
 	}
 }
@@ -189,6 +191,7 @@ type snapshotV1 struct {
 	Tables   map[string]uint64 `json:"tables"`
 	Settings []Setting         `json:"settings"`
 	Work     *workSnapshot     `json:"work,omitempty"`
+	Pools    *poolSnapshot     `json:"pools,omitempty"`
 	Monitor  *monitorState     `json:"monitor,omitempty"`
 }
 
@@ -199,6 +202,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	snap := &snapshotV1{Index: s.index, Tables: maps.Clone(s.tables), Settings: make([]Setting, 0, len(s.settings)), Work: s.work.snapshot()}
+	snap.Pools = s.pools.snapshot()
 	snap.Monitor = s.monitor.snapshot()
 	for _, k := range slices.Sorted(maps.Keys(s.settings)) {
 		snap.Settings = append(snap.Settings, s.settings[k])
@@ -249,6 +253,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.index, s.tables, s.settings, s.work = snap.Index, tables, settings, snap.Work.restore()
+	s.pools = snap.Pools.restore()
 	s.monitor = snap.Monitor.restore()
 	s.bump()
 	return nil
