@@ -70,6 +70,8 @@ type Agent struct {
 	raftLn        net.Listener    // opened at New, handed to Raft when it starts
 	raftPort      int             // the Raft port actually bound
 	raft          *consensus.Node // nil unless this node is a voter
+	bootKey       string          // --bootstrap-expect: candidate set last seen (raft loop only)
+	bootSince     time.Time       // and since when
 	raftCollector prometheus.Collector
 
 	ctx    context.Context // cancelled on shutdown; owns every goroutine

@@ -285,15 +285,53 @@ func (a *Agent) updateRoles(n *consensus.Node) {
 	}
 }
 
+// tryBootstrapExpect forms one cluster out of nodes started together with
+// --bootstrap-expect N. A single node decides: the lowest node ID among the
+// first N candidates, once that candidate set has held still for
+// bootstrapStable (so a node still joining is not left out of one node's
+// list and in another's). It bootstraps, then gossips the voter list; every
+// other chosen node adopts exactly that list and bootstraps with it (Raft
+// requires identical configurations), and everyone else waits to be
+// promoted by the leader.
 func (a *Agent) tryBootstrapExpect() {
-	servers, ok, err := consensus.PlanBootstrap(a.id.String(), a.consensusMembers(), a.cfg.BootstrapExpect)
+	self := a.id.String()
+	if list := a.gossipedVoters(); len(list) > 0 {
+		servers := make([]consensus.Server, 0, len(list))
+		in := false
+		for _, id := range list {
+			m, ok := a.memberByID(id.String())
+			if !ok || m.Meta.RaftAddr == "" {
+				return // not known yet: wait for gossip
+			}
+			servers = append(servers, consensus.Server{ID: id.String(), Address: m.Meta.RaftAddr, Voter: true})
+			in = in || id.String() == self
+		}
+		if in {
+			a.bootstrapWith(servers)
+		}
+		return
+	}
+	servers, ok, err := consensus.PlanBootstrap(self, a.consensusMembers(), a.cfg.BootstrapExpect)
 	if err != nil {
 		a.logger.Error("cannot bootstrap", "subsystem", "raft", "error", err)
 		return
 	}
-	if !ok {
+	key := ""
+	for _, s := range servers {
+		key += s.ID + ","
+	}
+	if !ok || key != a.bootKey {
+		a.bootKey, a.bootSince = key, time.Now()
 		return
 	}
+	stable := max(3*a.cfg.RaftTick, 2*time.Second)
+	if time.Since(a.bootSince) < stable || servers[0].ID != self {
+		return
+	}
+	a.bootstrapWith(servers)
+}
+
+func (a *Agent) bootstrapWith(servers []consensus.Server) {
 	n, err := a.startRaft()
 	if err != nil {
 		a.logger.Error("cannot start raft for bootstrap", "subsystem", "raft", "error", err)
