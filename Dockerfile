@@ -35,6 +35,7 @@ VOLUME ["/data"]
 
 # Gossip (TCP and UDP) and the HTTP API.
 EXPOSE 7946/tcp 7946/udp 7070/tcp
+EXPOSE 7947/tcp
 
 # Exec form: there is no shell in the image. The CLI reads COLONY_HTTP_ADDR
 # like the agent does, and otherwise uses 127.0.0.1:7070, which the agent
