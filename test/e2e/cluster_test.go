@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,10 @@ const (
 	// cliTimeout bounds one colony CLI call, so a query to a frozen node
 	// fails fast instead of hanging for the CLI's own two minutes.
 	cliTimeout = 15 * time.Second
+	// deadVoterTimeout is the agents' --dead-voter-timeout: short, so a
+	// dead voter is replaced within a chaos step instead of after the
+	// default 30 s, yet longer than a few lost probes under load.
+	deadVoterTimeout = "5s"
 )
 
 // Cluster is a set of colony containers on one private Docker network
@@ -41,6 +46,14 @@ type Cluster struct {
 	mu    sync.Mutex
 	nodes []*Node
 	ids   map[string]string // node name -> node ID recorded at boot
+
+	// witness is the committed state the suite wrote (see Commit), in
+	// write order; refused holds keys whose write a minority refused and
+	// that must therefore never appear.
+	witness []setting
+	refused []string
+	// problem is the last `problem` a critical observer reported.
+	problem string
 }
 
 // member is one entry of `colony members --format json`, the fields the
@@ -141,12 +154,17 @@ func (c *Cluster) Create(name string, i int, dockerArgs []string, args ...string
 	return n
 }
 
-// Run creates and starts node name with `colony agent` and the local
-// gossip profile; it sets no address flags: the agent binds 0.0.0.0 and
-// advertises the container's only private IP by itself.
-func (c *Cluster) Run(name string, i int, agentArgs ...string) *Node {
+// agentArgs is `colony agent` with the suite's timers and args: the local
+// gossip profile and a short dead-voter timeout. No address flags: the
+// agent binds 0.0.0.0 and advertises the container's only private IP.
+func agentArgs(args ...string) []string {
+	return append([]string{"agent", "--gossip-profile", "local", "--dead-voter-timeout", deadVoterTimeout}, args...)
+}
+
+// Run creates and starts node name with agentArgs.
+func (c *Cluster) Run(name string, i int, args ...string) *Node {
 	c.t.Helper()
-	n := c.Create(name, i, nil, append([]string{"agent", "--gossip-profile", "local"}, agentArgs...)...)
+	n := c.Create(name, i, nil, agentArgs(args...)...)
 	mustDocker(c.t, "start", n.Container)
 	return n
 }
@@ -199,12 +217,6 @@ func (c *Cluster) Want(override map[string]string) map[string]string {
 	return want
 }
 
-// Leader is the node whose restart is the "restart the leader" step. Until
-// Raft lands there is no leader, and the seed every node joined through is
-// the node whose loss matters most. When `colony status` exists, this is
-// the one place to ask it for the Raft leader.
-func (c *Cluster) Leader() *Node { return c.Nodes()[0] }
-
 // Kill sends SIGKILL to the agent (PID 1 of the container).
 func (c *Cluster) Kill(n *Node) { mustDocker(c.t, "kill", "--signal", "KILL", n.Container) }
 
@@ -213,13 +225,21 @@ func (c *Cluster) Start(n *Node) { mustDocker(c.t, "start", n.Container) }
 
 // Restart stops the container with SIGTERM (a graceful leave) and starts
 // it, then waits until the agent answers as a new process.
-func (c *Cluster) Restart(n *Node) {
+func (c *Cluster) Restart(n *Node) { c.RestartWith(n, nil) }
+
+// RestartWith is Restart that runs whileDown (if not nil) between the
+// stop and the start: `docker restart` is exactly stop then start.
+func (c *Cluster) RestartWith(n *Node, whileDown func()) {
 	c.t.Helper()
 	before, err := c.Self(n)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	mustDocker(c.t, "restart", n.Container)
+	mustDocker(c.t, "stop", n.Container)
+	if whileDown != nil {
+		whileDown()
+	}
+	mustDocker(c.t, "start", n.Container)
 	retry.Until(c.t, convergeTimeout, func() error {
 		after, err := c.Self(n)
 		if err != nil {
@@ -269,15 +289,18 @@ func (c *Cluster) Connect(n *Node) {
 func (c *Cluster) cli(args ...string) (string, error) { return colonyCLI(c.t, args...) }
 
 // colonyCLI runs the host's colony binary (built once per run) with a
-// deadline and returns its output.
+// deadline and returns its standard output (standard error goes into the
+// error only: `colony status` prints its JSON and exits 2 when unhealthy).
 func colonyCLI(t testing.TB, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, harness.Binary(t), args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("colony %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	cmd := exec.CommandContext(ctx, harness.Binary(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("colony %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()+" "+stdout.String()))
 	}
-	return string(out), nil
+	return stdout.String(), nil
 }
 
 // Query runs a colony client command against node n and returns its
@@ -313,13 +336,20 @@ func (c *Cluster) Members(n *Node) (map[string]member, error) {
 // place every check of "the cluster agrees" lives:
 //   - membership: each observer lists exactly want (name -> status), and
 //     every observer gives every member the same ID and address;
-//   - identity, the state committed before Raft: every node's ID is the one
-//     it had at boot (the data dir volume survived), and IDs are distinct;
-//   - consensus: see checkStatus.
+//   - identity: every node's ID is the one it had at boot (the data dir
+//     volume survived), and IDs are distinct;
+//   - consensus (checkStatus): when want has a majority of the nodes alive,
+//     every observer reports health passing and the same leader, voters
+//     (3 live ones, or 1 with fewer than 3 nodes alive) and term; when the
+//     observers are a minority, each reports critical and no leader;
+//   - committed state (checkCommitted): with a majority, every setting the
+//     suite committed (Commit) reads back from every observer with
+//     consistency=consistent, and from every voter's own store (stale).
 func (c *Cluster) Converge(step string, observers []*Node, want map[string]string) time.Duration {
 	c.t.Helper()
 	start := time.Now()
 	var last error // the last disagreement: says what was slow
+	var agreed clusterStatus
 	retry.Until(c.t, convergeTimeout, func() (err error) {
 		defer func() {
 			if err != nil {
@@ -340,10 +370,25 @@ func (c *Cluster) Converge(step string, observers []*Node, want map[string]strin
 		if err := c.agree(views); err != nil {
 			return fmt.Errorf("%s: %w", step, err)
 		}
-		return c.checkStatus(observers)
+		st, err := c.checkStatus(observers, want)
+		if err != nil {
+			return fmt.Errorf("%s: %w", step, err)
+		}
+		if st.Leader != nil {
+			if err := c.checkCommitted(observers, st); err != nil {
+				return fmt.Errorf("%s: %w", step, err)
+			}
+		}
+		agreed = st
+		return nil
 	})
 	d := time.Since(start)
 	c.t.Logf("%-28s %d nodes agree on %q after %s", step+":", len(observers), summarize(want), d.Round(10*time.Millisecond))
+	if agreed.Leader != nil {
+		c.t.Logf("%-28s   leader %s, term %d, voters %s, %d committed settings read back", "", agreed.Leader.Name, agreed.Raft.Term, strings.Join(agreed.voterNames(), " "), len(c.witness))
+	} else {
+		c.t.Logf("%-28s   no leader, health critical: %s", "", c.problem)
+	}
 	if last != nil && d > 2*time.Second {
 		c.t.Logf("%-28s   (last disagreement %v)", "", last)
 	}
@@ -382,54 +427,6 @@ func (c *Cluster) agree(views map[string]map[string]member) error {
 	for m, info := range ref {
 		if _, ok := c.ids[m]; !ok {
 			c.ids[m] = info.ID
-		}
-	}
-	return nil
-}
-
-var (
-	statusOnce      sync.Once
-	statusAvailable bool
-)
-
-// checkStatus compares `colony status` across the observers once the binary
-// has that command (it arrives with Raft): every node must name the same
-// leader, voters and term, whichever of those its JSON carries. Until then
-// it logs once that it is skipped. Add the committed-state witness (a value
-// written through the leader before the chaos, read back after) here too.
-func (c *Cluster) checkStatus(observers []*Node) error {
-	statusOnce.Do(func() {
-		out, err := c.cli("status", "--help")
-		statusAvailable = err == nil && !strings.Contains(out, "No help topic")
-		if !statusAvailable {
-			c.t.Log("`colony status` does not exist yet (Raft not merged): consensus agreement is not checked")
-		}
-	})
-	if !statusAvailable {
-		return nil
-	}
-	var ref map[string]any
-	var refName string
-	for _, o := range observers {
-		out, err := c.Query(o, "status", "--format", "json")
-		if err != nil {
-			return err
-		}
-		var st map[string]any
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return fmt.Errorf("%s: status: bad JSON %q: %w", o.Name, out, err)
-		}
-		if ref == nil {
-			ref, refName = st, o.Name
-			if _, ok := st["leader"]; !ok {
-				return fmt.Errorf("%s: status has no leader yet: %s", o.Name, out)
-			}
-			continue
-		}
-		for _, k := range []string{"leader", "voters", "term"} {
-			if a, b := fmt.Sprint(st[k]), fmt.Sprint(ref[k]); a != b {
-				return fmt.Errorf("%s and %s disagree on %s: %s vs %s", o.Name, refName, k, a, b)
-			}
 		}
 	}
 	return nil
