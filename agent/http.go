@@ -90,6 +90,7 @@ func (a *Agent) routes() http.Handler {
 	r.handle("GET", "/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}).ServeHTTP)
 	a.raftRoutes(r)
 	a.deployRoutes(r)
+	a.autoscaleRoutes(r)
 	return r.finish()
 }
 

@@ -245,6 +245,7 @@ func (a *Agent) raftTick() {
 	if n != nil && n.IsLeader() {
 		a.manageVoters(n)
 		a.placeTick(n)
+		a.autoscaleTick(n)
 	}
 }
 
