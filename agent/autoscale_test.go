@@ -294,7 +294,7 @@ constraints: [{attribute: label.colony.pool, operator: "=", value: "p1"}]
 	for _, a := range c.live() {
 		survivor = a
 	}
-	c.agreeOnLeader(3, 60*time.Second, leaderName)
+	c.agreeOnLeader(2, 60*time.Second, leaderName)
 	var final consensus.Intent
 	retry.Until(t, 120*time.Second, func() error {
 		for _, in := range getJSON[[]consensus.Intent](t, survivor, "/v1/intents") {
