@@ -73,6 +73,7 @@ type Agent struct {
 	bootKey       string          // --bootstrap-expect: candidate set last seen (raft loop only)
 	bootSince     time.Time       // and since when
 	raftCollector prometheus.Collector
+	monState      *nodeMonitor // cluster monitoring (monitor.go)
 
 	ctx    context.Context // cancelled on shutdown; owns every goroutine
 	cancel context.CancelFunc
@@ -288,6 +289,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.goFunc(a.raftLoop)
 	a.goFunc(a.assignmentLoop)
+	a.goFunc(a.monitorLoop)
 	if len(background) > 0 {
 		a.goFunc(func() {
 			if _, err := a.gossip.Join(a.ctx, background, policy); err != nil && a.ctx.Err() == nil {

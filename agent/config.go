@@ -86,6 +86,8 @@ type Config struct {
 	// DropTo, if set, is asked before this node sends anything to addr
 	// (gossip, Raft, API); true drops it. Tests use it for partitions.
 	DropTo func(addr string) bool
+	// MonitorInterval is how often the node samples and pushes its metrics summary (0: 5s).
+	MonitorInterval time.Duration
 	// Logger receives the agent's structured logs; nil discards them.
 	Logger *slog.Logger
 	// TuneGossip, if set, adjusts memberlist's configuration (tests, scale harness).

@@ -91,6 +91,7 @@ func (a *Agent) routes() http.Handler {
 	a.raftRoutes(r)
 	a.deployRoutes(r)
 	a.autoscaleRoutes(r)
+	a.monitorRoutes(r)
 	return r.finish()
 }
 

@@ -246,6 +246,7 @@ func (a *Agent) raftTick() {
 		a.manageVoters(n)
 		a.placeTick(n)
 		a.autoscaleTick(n)
+		a.monitorPlanTick(n)
 	}
 }
 

@@ -1,0 +1,250 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"colony/scaling/monitor"
+	"colony/test/retry"
+)
+
+func clusterMetrics(a *Agent, by string) (ClusterMetrics, error) {
+	var v ClusterMetrics
+	c, _ := NewClient(a.HTTPAddr())
+	err := c.Do(context.Background(), "GET", "/v1/cluster/metrics?by="+by, nil, &v)
+	return v, err
+}
+
+func monitorPlan(a *Agent) (*monitor.Plan, error) {
+	var p *monitor.Plan
+	c, _ := NewClient(a.HTTPAddr())
+	if err := c.Do(context.Background(), "GET", "/v1/monitor/plan?consistency=stale", nil, &p); err != nil {
+		return nil, err
+	}
+	if p == nil {
+		return nil, errors.New("no plan yet")
+	}
+	return p, p.Check()
+}
+
+func httpGet(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// waitAlive waits until the cluster view asked from a says n nodes are
+// alive and every one of them reported members_alive.
+func waitAlive(t *testing.T, a *Agent, n uint64) ClusterMetrics {
+	t.Helper()
+	var v ClusterMetrics
+	retry.Until(t, 60*time.Second, func() error {
+		var err error
+		if v, err = clusterMetrics(a, "all"); err != nil {
+			return err
+		}
+		if v.Nodes["alive"] != n {
+			return fmt.Errorf("cluster view from %s (root %s) has %v nodes, want %d alive", a.Name(), v.Root, v.Nodes, n)
+		}
+		if c := v.Metrics["members_alive"]["all"].Count; c != n {
+			return fmt.Errorf("members_alive from %d nodes, want %d", c, n)
+		}
+		return nil
+	})
+	return v
+}
+
+func TestMonitorTree(t *testing.T) {
+	tuneMonitor = func(c *monitor.Config) { c.GroupSize, c.TargetGroupSize = 4, 3 }
+	t.Cleanup(func() { tuneMonitor = nil })
+	const nodes = 10
+	const interval = 200 * time.Millisecond
+	c := newCluster(t, 190)
+	for i := 1; i <= nodes; i++ {
+		c.start(i, func(cfg *Config) {
+			cfg.MonitorInterval = interval
+			cfg.Labels = map[string]string{"zone": fmt.Sprintf("z%d", i%2)}
+		})
+	}
+	c.agreeOnLeader(3, 60*time.Second)
+
+	// Every node follows the same plan: all nodes, a two-level tree.
+	var plan *monitor.Plan
+	retry.Until(t, 30*time.Second, func() error {
+		var err error
+		for _, a := range c.live() {
+			p, err2 := monitorPlan(a)
+			if err2 != nil {
+				return fmt.Errorf("%s: %w", a.Name(), err2)
+			}
+			if p.Len() != nodes {
+				return fmt.Errorf("%s: plan has %d nodes", a.Name(), p.Len())
+			}
+			plan = p
+		}
+		return err
+	})
+	if plan.Depth != 2 {
+		t.Fatalf("depth %d with K=4 and %d nodes, want 2", plan.Depth, nodes)
+	}
+
+	v := waitAlive(t, c.agent("n7"), nodes)
+	if _, ok := v.Metrics["cpu_percent"]["all"]; !ok {
+		t.Errorf("no cpu_percent in %v", v.Metrics)
+	}
+	if z, err := clusterMetrics(c.agent("n3"), "zone"); err != nil || len(z.Metrics["members_alive"]) != 2 {
+		t.Errorf("per-zone view: %v %v", z.Metrics["members_alive"], err)
+	}
+	// Freshness: once the tree is settled, the oldest sample at the root
+	// is within the bound (asked a few times: the first answer may be
+	// from a root whose children just re-pushed).
+	retry.Until(t, 30*time.Second, func() error {
+		v, err := clusterMetrics(c.agent("n2"), "all")
+		if err != nil {
+			return err
+		}
+		t.Logf("freshness: age %.2fs, bound %.2fs (depth %d, interval %v)", v.AgeSeconds, v.FreshnessBoundSeconds, plan.Depth, interval)
+		if v.AgeSeconds > v.FreshnessBoundSeconds {
+			return fmt.Errorf("oldest sample %.2fs old, bound %.2fs", v.AgeSeconds, v.FreshnessBoundSeconds)
+		}
+		return nil
+	})
+	var root, aggregator *Agent
+	plan = stablePlan(t, c)
+	for _, a := range c.live() {
+		st := a.monitorState().status()
+		t.Logf("%s: level %d, pushes to %.8s, %d children, last summary %d bytes", a.Name(), st.Level, st.PushesTo, st.Children, st.SummaryBytes)
+		id := a.ID().String()
+		switch {
+		case id == plan.Root():
+			root = a
+		case plan.Level(id) > 0 && aggregator == nil:
+			aggregator = a
+		}
+	}
+	if root == nil || aggregator == nil {
+		t.Fatalf("no root or no level-1 aggregator in %+v", plan)
+	}
+
+	// Prometheus: service discovery lists the aggregators; they serve
+	// their roll-up; every node serves its own series.
+	code, body, err := httpGet("http://" + c.agent("n4").HTTPAddr() + "/v1/monitor/targets")
+	if err != nil || code != 200 || !strings.Contains(body, "/metrics/group") || !strings.Contains(body, root.HTTPAddr()) {
+		t.Errorf("targets: %d %s %v", code, body, err)
+	}
+	retry.Until(t, 10*time.Second, func() error {
+		code, body, err := httpGet("http://" + root.HTTPAddr() + "/metrics/group")
+		if err != nil || code != 200 || !strings.Contains(body, `colony_group_nodes{status="alive"}`) {
+			return fmt.Errorf("root /metrics/group: %d %v\n%s", code, err, body)
+		}
+		return nil
+	})
+	if code, body, _ := httpGet("http://" + c.agent("n5").HTTPAddr() + "/metrics"); code != 200 || !strings.Contains(body, `colony_node_metric{metric="members_alive"}`) {
+		t.Errorf("/metrics lacks the node's own series: %d", code)
+	}
+
+	// Bad summaries are refused and counted; the aggregator carries on.
+	bad := map[string][]byte{"malformed": {monitor.SummaryVersion, 0xff, 0xff, 0xff}, "version": []byte("garbage"), "oversized": make([]byte, 70<<10)}
+	stranger := &monitor.Summary{Origin: "stranger", Seq: 1, Time: time.Now().UnixMilli()}
+	stranger.Observe("cpu_percent", 1)
+	if b, err := monitor.EncodeSummary(stranger, 64<<10); err == nil {
+		bad["not_member"] = b
+	}
+	for reason, b := range bad {
+		req, _ := http.NewRequest("PUT", "http://"+root.HTTPAddr()+"/v1/monitor/summary", strings.NewReader(string(b)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s summary: status %d", reason, resp.StatusCode)
+		}
+		if root.monitorState().recv.Rejections()[reason] == 0 {
+			t.Errorf("%s not counted: %v", reason, root.monitorState().recv.Rejections())
+		}
+	}
+	if _, body, _ := httpGet("http://" + root.HTTPAddr() + "/metrics"); !strings.Contains(body, `colony_monitor_summaries_rejected_total{reason="malformed"} 1`) {
+		t.Error("rejections are not exported")
+	}
+	waitAlive(t, root, nodes)
+
+	// An aggregator dies: its children re-home and the view is whole again.
+	t.Logf("killing aggregator %s", aggregator.Name())
+	_ = aggregator.Shutdown()
+	waitAlive(t, other(c, root, aggregator), nodes-1)
+
+	// The root dies (and the leader, if it is not the root): a stand-in or
+	// the next plan's root serves the cluster view.
+	t.Logf("killing root %s", root.Name())
+	_ = root.Shutdown()
+	alive := uint64(nodes - 2)
+	asker := other(c, root, aggregator)
+	waitAlive(t, asker, alive)
+	leader := c.agreeOnLeader(3, 60*time.Second, root.Name(), aggregator.Name())
+	if la := c.agent(leader); la != root && la != aggregator {
+		t.Logf("killing leader %s", leader)
+		_ = la.Shutdown()
+		alive--
+		if asker == la {
+			asker = other(c, root, aggregator, la)
+		}
+		waitAlive(t, asker, alive)
+	}
+	code, body, err = httpGet("http://" + asker.HTTPAddr() + "/v1/alarms")
+	if err != nil || code != 200 {
+		t.Errorf("alarms: %d %s %v", code, body, err)
+	}
+	t.Logf("alarms after the kills: %s", body)
+}
+
+// other is a live agent that is none of the given ones.
+func other(c *cluster, not ...*Agent) *Agent {
+	for _, a := range c.live() {
+		skip := false
+		for _, n := range not {
+			skip = skip || a == n
+		}
+		if !skip {
+			return a
+		}
+	}
+	c.t.Fatal("no other live agent")
+	return nil
+}
+
+// stablePlan waits until every live agent follows the same plan version
+// and its root holds the cluster view.
+func stablePlan(t *testing.T, c *cluster) *monitor.Plan {
+	t.Helper()
+	var plan *monitor.Plan
+	retry.Until(t, 30*time.Second, func() error {
+		plan = nil
+		for _, a := range c.live() {
+			st := a.monitorState().status()
+			p, err := monitorPlan(a)
+			if err != nil {
+				return err
+			}
+			if plan != nil && p.Version != plan.Version {
+				return fmt.Errorf("plan versions %d and %d", p.Version, plan.Version)
+			}
+			if st.PlanVersion != p.Version {
+				return fmt.Errorf("%s follows plan %d, committed %d", a.Name(), st.PlanVersion, p.Version)
+			}
+			plan = p
+		}
+		return nil
+	})
+	return plan
+}
