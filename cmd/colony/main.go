@@ -40,7 +40,7 @@ func newApp() *cli.App {
 			keygenCommand(),
 			versionCommand(),
 			antfarmCommand(),
-		}, deployCommands()...),
+		}, append(deployCommands(), poolCommands()...)...),
 	}
 }
 
