@@ -702,7 +702,7 @@ func (a *Agent) handleGroupMetrics(w http.ResponseWriter, r *http.Request) {
 	m.mu.Lock()
 	s, p := m.merged, m.plan
 	m.mu.Unlock()
-	if s == nil || p == nil || p.Level(a.id.String()) == 0 {
+	if s == nil || p == nil || (p.Level(a.id.String()) == 0 && p.Root() != a.id.String()) {
 		writeError(w, http.StatusNotFound, errors.New("this node is not an aggregator in the current monitoring plan"))
 		return
 	}
@@ -780,7 +780,7 @@ func (a *Agent) handleMonitorTargets(w http.ResponseWriter, r *http.Request) {
 	if p != nil {
 		ids := make([]string, 0)
 		for id := range p.Parents {
-			if p.Level(id) > 0 {
+			if p.Level(id) > 0 || id == p.Root() {
 				ids = append(ids, id)
 			}
 		}

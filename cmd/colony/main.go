@@ -40,7 +40,7 @@ func newApp() *cli.App {
 			keygenCommand(),
 			versionCommand(),
 			antfarmCommand(),
-		}, append(deployCommands(), poolCommands()...)...),
+		}, append(append(deployCommands(), poolCommands()...), monitorCommands()...)...),
 	}
 }
 
