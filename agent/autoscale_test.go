@@ -325,3 +325,135 @@ constraints: [{attribute: label.colony.pool, operator: "=", value: "p1"}]
 	}
 	t.Logf("intent %s after the leader kill: %s, %d live instances (%s)", key, final.State, len(live), final.Reason)
 }
+
+func intentsOf(t *testing.T, a *Agent, kind string) []consensus.Intent {
+	var out []consensus.Intent
+	for _, in := range getJSON[[]consensus.Intent](t, a, "/v1/intents") {
+		if in.Kind == kind {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+func hasEvent(t *testing.T, a *Agent, kind, substr string) error {
+	for _, e := range getJSON[[]consensus.Event](t, a, "/v1/events") {
+		if e.Kind == kind && strings.Contains(e.Message, substr) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no %s event mentioning %q", kind, substr)
+}
+
+// TestAutoscaleMinMaxCooldown: min launches at once, max caps a launch
+// (with an event saying so), launches are a cooldown apart, and scale-down
+// stops at min.
+func TestAutoscaleMinMaxCooldown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches agent processes")
+	}
+	c := newCluster(t, 202)
+	n1 := c.start(1)
+	c.agreeOnLeader(1, 30*time.Second)
+	ps := localPool(t, t.TempDir(), 212, 2, "1s")
+	ps.Min, ps.ScaleUpCooldown = 1, "3s"
+	cleanupInstances(t, ps)
+	cl, _ := NewClient(n1.HTTPAddr())
+	if err := cl.Do(context.Background(), "PUT", "/v1/pools/p1", ps, nil); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		if ls := intentsOf(t, n1, consensus.IntentLaunch); len(ls) != 1 || ls[0].State != consensus.IntentDone {
+			return fmt.Errorf("launches %+v", ls)
+		}
+		return hasEvent(t, n1, "scale-up", "below its min 1")
+	})
+	if code, body := putSpec(n1, `name: wide
+count: 3
+command: {argv: ["sleep", "600"]}
+distinct_hosts: true
+constraints: [{attribute: label.colony.pool, operator: "=", value: "p1"}]
+`); code != 200 {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		ls := intentsOf(t, n1, consensus.IntentLaunch)
+		if len(ls) != 2 || ls[1].State != consensus.IntentDone {
+			return fmt.Errorf("launches %+v", ls)
+		}
+		return hasEvent(t, n1, "scale-up-blocked", "deployment wide")
+	})
+	ls := intentsOf(t, n1, consensus.IntentLaunch)
+	if gap := ls[1].Created.Sub(ls[0].Created); gap < 3*time.Second {
+		t.Fatalf("second launch %s after the first, cooldown is 3s", gap)
+	}
+	if ls[1].Count != 1 {
+		t.Fatalf("max 2 with 1 node: the second launch must be capped to 1: %+v", ls[1])
+	}
+	// Stop the work: one node goes, the min stays.
+	if err := cl.Do(context.Background(), "DELETE", "/v1/deployments/wide", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		ts := intentsOf(t, n1, consensus.IntentTerminate)
+		if len(ts) != 1 || ts[0].State != consensus.IntentDone {
+			return fmt.Errorf("terminates %+v", ts)
+		}
+		return nil
+	})
+	if ts := intentsOf(t, n1, consensus.IntentTerminate); len(ts) != 1 {
+		t.Fatalf("scale-down below min: %+v", ts)
+	}
+}
+
+// TestAutoscaleProviderErrors: a launch that fails (the agent binary
+// refuses its flags) closes its intent as failed with the provider's
+// reason in the event log, leaves nothing running and no open intent,
+// and is tried again after a backoff.
+func TestAutoscaleProviderErrors(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches agent processes")
+	}
+	c := newCluster(t, 203)
+	n1 := c.start(1)
+	c.agreeOnLeader(1, 30*time.Second)
+	ps := localPool(t, t.TempDir(), 213, 2, "10m")
+	ps.ProviderConfig["args"] = []any{"--no-such-flag"}
+	cleanupInstances(t, ps)
+	cl, _ := NewClient(n1.HTTPAddr())
+	if err := cl.Do(context.Background(), "PUT", "/v1/pools/p1", ps, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := putSpec(n1, `name: w
+count: 1
+command: {argv: ["sleep", "600"]}
+constraints: [{attribute: label.colony.pool, operator: "=", value: "p1"}]
+`); code != 200 {
+		t.Fatalf("deploy: %d %s", code, body)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		var failed []consensus.Intent
+		for _, in := range intentsOf(t, n1, consensus.IntentLaunch) {
+			if in.State == consensus.IntentFailed {
+				failed = append(failed, in)
+			}
+		}
+		if len(failed) < 2 {
+			return fmt.Errorf("%d failed launches, want 2 (a retry after the backoff)", len(failed))
+		}
+		for _, in := range failed {
+			if live := liveWithKey(t, ps, in.Key); len(live) != 0 {
+				return fmt.Errorf("failed intent %s left %+v", in.Key, live)
+			}
+		}
+		return hasEvent(t, n1, "launch-failed", "no-such-flag")
+	})
+	for _, in := range intentsOf(t, n1, consensus.IntentLaunch) {
+		if in.State == consensus.IntentOpen {
+			// Only the attempt in progress may be open.
+			if time.Since(in.Created) > time.Minute {
+				t.Fatalf("stuck intent %+v", in)
+			}
+		}
+	}
+}
