@@ -193,10 +193,12 @@ func (a *Agent) leaderMember() (gossip.Member, bool) {
 		}
 		return a.memberByID(id)
 	}
+	// A killed leader looks alive until failure detection catches up; its
+	// successor's higher term settles who leads.
 	var best gossip.Member
 	found := false
 	for _, m := range a.gossip.Members() {
-		if m.Status == gossip.StatusAlive && m.Meta.Roles&gossip.RoleLeader != 0 {
+		if m.Status == gossip.StatusAlive && m.Meta.Roles&gossip.RoleLeader != 0 && (!found || m.Meta.Term > best.Meta.Term) {
 			best, found = m, true
 		}
 	}
@@ -275,13 +277,16 @@ func (a *Agent) updateRoles(n *consensus.Node) {
 	if roles&gossip.RoleVoter == 0 {
 		voters = nil
 	}
+	var term uint64
+	if roles&gossip.RoleLeader != 0 {
+		term = n.Stats().Term
+	}
 	slices.SortFunc(voters, func(x, y uuid.UUID) int { return strings.Compare(x.String(), y.String()) })
 	meta := a.gossip.LocalMeta()
-	if meta.Roles == roles && slices.Equal(meta.Voters, voters) {
+	if meta.Roles == roles && slices.Equal(meta.Voters, voters) && meta.Term == term {
 		return
 	}
-	meta.Roles = roles
-	meta.Voters = voters
+	meta.Roles, meta.Voters, meta.Term = roles, voters, term
 	if err := a.gossip.UpdateMeta(meta, 5*time.Second); err != nil {
 		a.logger.Warn("could not gossip raft roles", "subsystem", "raft", "error", err)
 	}

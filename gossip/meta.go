@@ -39,6 +39,7 @@ const (
 	extRole     uint64 = 3 // uvarint bit set of Role flags
 	extExpect   uint64 = 4 // uvarint: the node's --bootstrap-expect
 	extVoters   uint64 = 5 // 16-byte node IDs: the Raft voters a voter knows of
+	extTerm     uint64 = 6 // uvarint: the Raft term of a leader
 )
 
 // MaxMetaVoters bounds the voter list a node gossips (Colony keeps 3 or 5).
@@ -74,6 +75,9 @@ type Meta struct {
 	// Voters is the Raft configuration as this node (a voter) knows it, so
 	// that nodes without Raft can tell when quorum is lost.
 	Voters []uuid.UUID
+	// Term is the Raft term of a node holding RoleLeader: when a deposed
+	// leader still looks alive, the higher term names the real one.
+	Term uint64
 }
 
 // ErrMetaTooLarge is returned when encoded metadata exceeds MetaMaxSize.
@@ -146,6 +150,9 @@ func (m *Meta) Encode() ([]byte, error) {
 	}
 	if m.BootstrapExpect != 0 {
 		exts = append(exts, appendExt(nil, extExpect, binary.AppendUvarint(nil, uint64(m.BootstrapExpect))))
+	}
+	if m.Term != 0 {
+		exts = append(exts, appendExt(nil, extTerm, binary.AppendUvarint(nil, m.Term)))
 	}
 	if len(m.Voters) > MaxMetaVoters {
 		return nil, fmt.Errorf("%d voters: at most %d are gossiped", len(m.Voters), MaxMetaVoters)
@@ -254,6 +261,12 @@ func DecodeMeta(b []byte) (*Meta, error) {
 				r.fail(errors.New("extension bootstrap expect: malformed"))
 			}
 			m.BootstrapExpect = uint32(v)
+		case extTerm:
+			v, k := binary.Uvarint(body)
+			if k <= 0 || k != len(body) {
+				r.fail(errors.New("extension term: malformed"))
+			}
+			m.Term = v
 		case extVoters:
 			if len(body)%16 != 0 || len(body)/16 > MaxMetaVoters {
 				r.fail(errors.New("extension voters: malformed"))

@@ -15,7 +15,7 @@ func sampleMeta() Meta {
 		ID: uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), CPUs: 2, MemoryMiB: 24 * 1024,
 		Arch: "amd64", OS: "linux", Kernel: "6.1.0-18-amd64", AgentVersion: "v0.1.0",
 		Labels:  map[string]string{"zone": "eu-1", "rack": "r12", "gpu": "true"},
-		APIPort: 7070, RaftAddr: "10.0.0.1:7947", Roles: RoleVoter | RoleLeader, BootstrapExpect: 3,
+		APIPort: 7070, RaftAddr: "10.0.0.1:7947", Roles: RoleVoter | RoleLeader, BootstrapExpect: 3, Term: 7,
 		Voters: []uuid.UUID{uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), uuid.MustParse("6ba7b811-9dad-11d1-80b4-00c04fd430c8")},
 	}
 }
@@ -72,7 +72,7 @@ func TestMetaBadLabels(t *testing.T) {
 // newer agent's extra fields are ignored, not refused.
 func TestMetaUnknownExtensionSkipped(t *testing.T) {
 	m := sampleMeta()
-	m.RaftAddr, m.Roles, m.APIPort, m.BootstrapExpect, m.Voters = "", 0, 0, 0, nil
+	m.RaftAddr, m.Roles, m.APIPort, m.BootstrapExpect, m.Voters, m.Term = "", 0, 0, 0, nil, 0
 	b, _ := m.Encode()
 	b = b[:len(b)-1]                       // drop "0 extensions"
 	b = append(b, 1, 99, 3, 'a', 'b', 'c') // one extension, tag 99, 3 bytes
