@@ -68,7 +68,16 @@ type nodeMonitor struct {
 	net       [2]uint64
 	netAt     time.Time
 	lastBytes int
+
+	rulesText string // the monitor.rules setting the evaluator was built from
+	rulesAt   time.Time
+	eval      *monitor.Evaluator
 }
+
+// MonitorRulesSetting is the setting holding threshold alarm rules, one
+// per line or separated by ';' (e.g. "cpu_percent p99 > 90 for 2m"). The
+// monitoring root evaluates them on the cluster view.
+const MonitorRulesSetting = "monitor.rules"
 
 type childSummary struct {
 	s  *monitor.Summary
@@ -302,6 +311,9 @@ func (m *nodeMonitor) tick(now time.Time) {
 	if plan != nil {
 		m.health.ExpectAggregators(childAggregators(plan, self), now)
 		if plan.Root() == self || m.standsInForRoot(plan) {
+			m.mu.Unlock()
+			m.refreshRules(now)
+			m.mu.Lock()
 			for _, g := range m.a.gossip.Members() {
 				if g.Status == gossip.StatusLeft {
 					m.health.ForgetNode(g.Meta.ID.String())
@@ -311,9 +323,16 @@ func (m *nodeMonitor) tick(now time.Time) {
 			}
 		}
 	}
-	m.health.Evaluate(now)
-	for _, al := range m.health.Active() {
-		merged.Alarms = append(merged.Alarms, al)
+	isRoot := plan != nil && (plan.Root() == self || m.standsInForRoot(plan))
+	for _, tr := range m.health.Evaluate(now) {
+		m.logAlarm(tr)
+	}
+	merged.Alarms = append(merged.Alarms, m.health.Active()...)
+	if isRoot && m.eval != nil {
+		for _, tr := range m.eval.Evaluate(merged, now) {
+			m.logAlarm(tr)
+		}
+		merged.Alarms = append(merged.Alarms, m.eval.Active()...)
 	}
 	merged = monitor.Merge(merged, &monitor.Summary{}) // sorts and bounds the alarms
 	merged.Origin = self
@@ -332,6 +351,66 @@ func (m *nodeMonitor) tick(now time.Time) {
 		return // not planned yet, or the root (or its stand-in)
 	}
 	m.push(target, merged)
+}
+
+func (m *nodeMonitor) logAlarm(tr monitor.Transition) {
+	if tr.Raised {
+		m.a.logger.Warn("alarm raised", "subsystem", "monitor", "kind", tr.Alarm.Kind, "subject", tr.Alarm.Subject, "value", tr.Value)
+	} else {
+		m.a.logger.Info("alarm cleared", "subsystem", "monitor", "kind", tr.Alarm.Kind, "subject", tr.Alarm.Subject)
+	}
+}
+
+// refreshRules re-reads the threshold rules (at most every 5 intervals):
+// from its own state on a voter, else with a stale read from a voter.
+func (m *nodeMonitor) refreshRules(now time.Time) {
+	if now.Sub(m.rulesAt) < 5*m.cfg.Interval {
+		return
+	}
+	m.rulesAt = now
+	a := m.a
+	text := ""
+	if n := a.raftNode(); n != nil {
+		s, _, _ := n.State().Setting(MonitorRulesSetting)
+		text = s.Value
+	} else {
+		vs := a.voterMembers()
+		if len(vs) == 0 {
+			return
+		}
+		c, _ := NewClient(apiAddr(vs[rand.IntN(len(vs))]))
+		c.http = a.httpClient
+		ctx, cancel := context.WithTimeout(a.ctx, m.cfg.Interval)
+		defer cancel()
+		var s consensus.Setting
+		code, err := c.do(ctx, "GET", "/v1/settings/"+MonitorRulesSetting+"?consistency=stale", nil, &s, false)
+		if err != nil && code != http.StatusNotFound {
+			return // keep the rules we have
+		}
+		text = s.Value
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if text == m.rulesText && (m.eval != nil || text == "") {
+		return
+	}
+	m.rulesText = text
+	var rules []monitor.Rule
+	for _, line := range strings.FieldsFunc(text, func(r rune) bool { return r == '\n' || r == ';' }) {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		r, err := monitor.ParseRule(strings.TrimSpace(line))
+		if err != nil {
+			a.logger.Warn("ignoring a bad alarm rule", "subsystem", "monitor", "rule", line, "error", err)
+			continue
+		}
+		rules = append(rules, r)
+	}
+	m.eval = nil
+	if len(rules) > 0 {
+		m.eval = monitor.NewEvaluator(rules)
+	}
 }
 
 // childAggregators are this node's children that aggregate in turn.

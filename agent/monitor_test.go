@@ -179,6 +179,25 @@ func TestMonitorTree(t *testing.T) {
 	}
 	waitAlive(t, root, nodes)
 
+	// A threshold rule set as a cluster setting raises an alarm at the
+	// root, visible from any node.
+	if _, err := set(t, c.agent("n2"), MonitorRulesSetting, "members_alive min >= 1 for 200ms; bogus rule"); err != nil {
+		t.Fatal(err)
+	}
+	retry.Until(t, 30*time.Second, func() error {
+		var as []monitor.Alarm
+		cl, _ := NewClient(other(c, root).HTTPAddr())
+		if err := cl.Do(context.Background(), "GET", "/v1/alarms", nil, &as); err != nil {
+			return err
+		}
+		for _, a := range as {
+			if a.Kind == monitor.KindThreshold && strings.Contains(a.Subject, "members_alive min >= 1") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no threshold alarm in %+v", as)
+	})
+
 	// An aggregator dies: its children re-home and the view is whole again.
 	t.Logf("killing aggregator %s", aggregator.Name())
 	_ = aggregator.Shutdown()
