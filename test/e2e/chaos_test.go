@@ -92,6 +92,7 @@ func TestChaos(t *testing.T) {
 		n := c.Leader()
 		stopped := time.Now()
 		c.RestartWith(n, func() {
+			t.Logf("%-28s docker stop (graceful leave) took %s", "stop leader "+n.Name+":", time.Since(stopped).Round(10*time.Millisecond))
 			c.WaitNewLeader("stop leader "+n.Name, n, c.Others(n), stopped)
 			c.Commit("while leader "+n.Name+" is down", c.Others(n)[0])
 		})

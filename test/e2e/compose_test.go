@@ -117,6 +117,26 @@ func TestCompose(t *testing.T) {
 	})
 	t.Logf("compose up --scale agent=%d: %d nodes alive on the published API %s after %s", agents, want, api, time.Since(start).Round(10*time.Millisecond))
 
+	// As the README promises: one leader and 3 voters, and the cluster
+	// commits a setting.
+	retry.Until(t, convergeTimeout, func() error {
+		st, err := parseStatus(colonyCLI(t, "status", "--format", "json", "--http-addr", api))
+		if err != nil {
+			return err
+		}
+		if st.Leader == nil || len(st.voterNames()) != 3 {
+			return fmt.Errorf("leader %+v, voters %v: want a leader and 3 voters", st.Leader, st.voterNames())
+		}
+		return nil
+	})
+	t.Logf("compose: one leader and 3 voters after %s", time.Since(start).Round(10*time.Millisecond))
+	if _, err := colonyCLI(t, "settings", "set", "compose-e2e", runID, "--http-addr", api); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := colonyCLI(t, "settings", "get", "compose-e2e", "--consistency", "consistent", "--http-addr", api); err != nil || strings.TrimSpace(out) != runID {
+		t.Fatalf("settings get compose-e2e = %q, %v; want %q", out, err, runID)
+	}
+
 	// Inside every container, with the image's own CLI.
 	out, err := run(time.Minute, "ps", "-q")
 	if err != nil {
