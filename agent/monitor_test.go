@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -266,4 +268,57 @@ func stablePlan(t *testing.T, c *cluster) *monitor.Plan {
 		return nil
 	})
 	return plan
+}
+
+var monitorFigures = flag.Int("monitor-figures", 0, "run TestMonitorFigures with this many in-process nodes (e.g. 20)")
+
+// TestMonitorFigures measures summary sizes and freshness at the root:
+// go test -run TestMonitorFigures -v ./agent -monitor-figures 20
+func TestMonitorFigures(t *testing.T) {
+	if *monitorFigures == 0 {
+		t.Skip("set -monitor-figures N to measure")
+	}
+	tuneMonitor = func(c *monitor.Config) { c.GroupSize, c.TargetGroupSize = 4, 3 }
+	t.Cleanup(func() { tuneMonitor = nil })
+	const interval = 500 * time.Millisecond
+	c := newCluster(t, 191)
+	n := *monitorFigures
+	for i := 1; i <= n; i++ {
+		c.start(i, func(cfg *Config) {
+			cfg.MonitorInterval = interval
+			cfg.Labels = map[string]string{"zone": fmt.Sprintf("z%d", i%3), "rack": fmt.Sprintf("r%d", i%5)}
+		})
+	}
+	c.agreeOnLeader(3, 120*time.Second)
+	plan := stablePlan(t, c)
+	waitAlive(t, c.agent("n2"), uint64(n))
+	var ages []float64
+	bound := 0.0
+	for range 20 {
+		v, err := clusterMetrics(c.agent("n2"), "all")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ages = append(ages, v.AgeSeconds)
+		bound = v.FreshnessBoundSeconds
+		tm := time.NewTimer(interval / 2)
+		<-tm.C // spacing the samples, not waiting for a condition
+	}
+	slices.Sort(ages)
+	sum := 0.0
+	for _, a := range ages {
+		sum += a
+	}
+	t.Logf("%d nodes, depth %d, K=4, interval %v: age of the oldest sample at the root: mean %.2fs, max %.2fs (bound %.2fs)", n, plan.Depth, interval, sum/float64(len(ages)), ages[len(ages)-1], bound)
+	byLevel := map[int][]int{}
+	for _, a := range c.live() {
+		st := a.monitorState().status()
+		if st.SummaryBytes > 0 {
+			byLevel[st.Level] = append(byLevel[st.Level], st.SummaryBytes)
+		}
+	}
+	for l, bs := range byLevel {
+		slices.Sort(bs)
+		t.Logf("level %d pushes: %d nodes, summary bytes min %d max %d", l, len(bs), bs[0], bs[len(bs)-1])
+	}
 }
