@@ -69,6 +69,13 @@ type nodeMonitor struct {
 	netAt     time.Time
 	lastBytes int
 
+	// The leader's last view of the committed plan, parsed once per
+	// commit rather than every Raft tick, and its last commit error
+	// (logged once, not every tick).
+	committed      *monitor.Plan
+	committedIndex uint64
+	commitErr      string
+
 	rulesText string // the monitor.rules setting the evaluator was built from
 	rulesAt   time.Time
 	eval      *monitor.Evaluator
@@ -185,11 +192,17 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 		a.logger.Warn("cannot compute the monitoring plan", "subsystem", "monitor", "error", err)
 		return
 	}
-	raw, _, _ := n.State().MonitorPlan()
-	var old monitor.Plan
-	if len(raw) > 0 && json.Unmarshal(raw, &old) == nil {
+	raw, at, _ := n.State().MonitorPlan()
+	if at != m.committedIndex {
+		var old monitor.Plan
+		m.committed, m.committedIndex = nil, at
+		if len(raw) > 0 && json.Unmarshal(raw, &old) == nil {
+			m.committed = &old
+		}
+	}
+	if old := m.committed; old != nil {
 		p.Version = old.Version
-		if monitor.Diff(&old, p) == 0 && old.RootID == p.RootID && old.Depth == p.Depth {
+		if monitor.Diff(old, p) == 0 && old.RootID == p.RootID && old.Depth == p.Depth {
 			return
 		}
 	}
@@ -201,9 +214,13 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 	defer cancel()
 	if _, _, err := n.Apply(ctx, &consensus.SetMonitorPlan{Plan: body}); err != nil {
-		a.logger.Warn("monitoring plan not committed; will plan again", "subsystem", "monitor", "error", err)
+		if err.Error() != m.commitErr {
+			m.commitErr = err.Error()
+			a.logger.Warn("monitoring plan not committed; will plan again", "subsystem", "monitor", "error", err, "bytes", len(body))
+		}
 		return
 	}
+	m.commitErr = ""
 	a.logger.Info("monitoring plan committed", "subsystem", "monitor", "version", p.Version, "nodes", p.Len(), "depth", p.Depth, "root", p.RootID, "bytes", len(body))
 }
 
