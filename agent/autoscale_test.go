@@ -457,3 +457,19 @@ constraints: [{attribute: label.colony.pool, operator: "=", value: "p1"}]
 		}
 	}
 }
+
+// BenchmarkChooseLaunch is the cost of one scale-up decision for one
+// pending deployment over a pool of three types (the placement engine
+// evaluates each profile).
+func BenchmarkChooseLaunch(b *testing.B) {
+	s, err := placement.ParseSpec([]byte("name: b\ncount: 5\ncommand: {argv: [sleep, '1']}\nresources: {cpu: '1'}\nconstraints: [{attribute: label.gpu, operator: '=', value: 'true'}]\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pools := map[string][]provider.InstanceType{"p1": testTypes()}
+	for b.Loop() {
+		if _, _, _, err := chooseLaunch(s, 5, pools); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
