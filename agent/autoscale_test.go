@@ -290,6 +290,7 @@ constraints: [{attribute: label.colony.pool, operator: "=", value: "p1"}]
 	})
 	// Kill the leader while its launch is in flight.
 	_ = leader.Shutdown()
+	atKill := len(liveWithKey(t, ps, key))
 	var survivor *Agent
 	for _, a := range c.live() {
 		survivor = a
@@ -323,7 +324,7 @@ constraints: [{attribute: label.colony.pool, operator: "=", value: "p1"}]
 		}
 		seen[in.Index] = true
 	}
-	t.Logf("intent %s after the leader kill: %s, %d live instances (%s)", key, final.State, len(live), final.Reason)
+	t.Logf("intent %s: %d live instances when the leader died, after the new leader: %s, %d live instances (%s)", key, atKill, final.State, len(live), final.Reason)
 }
 
 func intentsOf(t *testing.T, a *Agent, kind string) []consensus.Intent {
@@ -471,5 +472,61 @@ func BenchmarkChooseLaunch(b *testing.B) {
 		if _, _, _, err := chooseLaunch(s, 5, pools); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestAutoscaleResumesPartialLaunch: a leader died after the provider made
+// the first of two machines and before it committed the result. The
+// leader that finds the open intent launches only the missing slot.
+func TestAutoscaleResumesPartialLaunch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches agent processes")
+	}
+	c := newCluster(t, 204)
+	n1 := c.start(1)
+	c.agreeOnLeader(1, 30*time.Second)
+	ps := localPool(t, t.TempDir(), 214, 3, "10m")
+	cleanupInstances(t, ps)
+	pool, err := ps.ToPool("p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov, err := provider.New("local", ps.ProviderConfig, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const key = "p1-u999999"
+	// What the dead leader did: commit the intent for two, get one.
+	first, err := prov.Launch(ctx, provider.LaunchRequest{IdempotencyKey: key, Type: "small", Count: 1, JoinAddr: n1.GossipAddr(), Labels: poolLabels(pool, nil)})
+	if err != nil || len(first) != 1 {
+		t.Fatalf("first slot: %v %+v", err, first)
+	}
+	n := n1.raftNode()
+	if _, _, err := n.Apply(ctx, &consensus.PutPool{Pool: pool}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	in := consensus.Intent{Key: key, Pool: "p1", Kind: consensus.IntentLaunch, Type: "small", Count: 2, State: consensus.IntentOpen, Reason: "test", Created: now, Updated: now}
+	if _, _, err := n.Apply(ctx, &consensus.PutIntent{Intent: in, Create: true}); err != nil {
+		t.Fatal(err)
+	}
+	var done consensus.Intent
+	retry.Until(t, 60*time.Second, func() error {
+		for _, x := range intentsOf(t, n1, consensus.IntentLaunch) {
+			if x.Key == key && x.State != consensus.IntentOpen {
+				done = x
+				return nil
+			}
+		}
+		return errors.New("intent still open")
+	})
+	live := liveWithKey(t, ps, key)
+	if done.State != consensus.IntentDone || len(live) != 2 || live[0].ID != first[0].ID || live[1].Index != 1 {
+		t.Fatalf("intent %+v; live %+v; first %s", done, live, first[0].ID)
+	}
+	if ls := intentsOf(t, n1, consensus.IntentLaunch); len(ls) != 1 {
+		t.Fatalf("extra launches: %+v", ls)
 	}
 }
