@@ -308,10 +308,17 @@ func (a *Agent) autoscaleTick(n *consensus.Node) {
 		}
 	}
 	// Pending work: the cheapest machine that hosts it, in any pool.
+	// demand holds back scale-down: pending work a pool node could host.
+	// Work no pool can host (no type matches) does not keep idle nodes.
+	demand := false
 	pending, _ := st.Pending()
 	for _, dep := range slices.Sorted(maps.Keys(pending)) {
 		pd := pending[dep]
-		if pd.Count == 0 || openDeps[dep] || arriving[dep] {
+		if pd.Count == 0 {
+			continue
+		}
+		if openDeps[dep] || arriving[dep] {
+			demand = true
 			continue
 		}
 		d, ok, _ := st.DeploymentByName(dep)
@@ -325,11 +332,15 @@ func (a *Agent) autoscaleTick(n *consensus.Node) {
 			}
 		}
 		if len(cands) == 0 {
+			demand = true
 			a.sayOnce(ctx, n, "dep/"+dep, "scale-up-blocked", "", fmt.Sprintf("deployment %s: %d instances pending (%s); no pool may launch now (max, cooldown or a launch in progress)", dep, pd.Count, pd.Metrics.String()))
 			continue
 		}
 		poolName, t, count, err := chooseLaunch(&d.Spec, pd.Count, cands)
 		if err != nil {
+			if !errors.Is(err, provider.ErrNoMatch) {
+				demand = true
+			}
 			a.sayOnce(ctx, n, "dep/"+dep, "scale-up-blocked", "", fmt.Sprintf("deployment %s: %d instances pending; %v", dep, pd.Count, err))
 			continue
 		}
@@ -338,13 +349,14 @@ func (a *Agent) autoscaleTick(n *consensus.Node) {
 			a.sayOnce(ctx, n, "max/"+dep, "scale-up-capped", p.Name, fmt.Sprintf("deployment %s needs %d x %s; pool %s is capped at max %d: launching %d", dep, count, t.Name, p.Name, p.Max, room))
 			count = room
 		}
+		demand = true
 		why := fmt.Sprintf("deployment %s has %d instances pending (%s)", dep, pd.Count, pd.Metrics.String())
 		if a.openLaunch(ctx, n, p, t.Name, count, dep, why) {
 			openPools[p.Name] = true
 			live[p.Name] += count
 		}
 	}
-	a.scaleDown(ctx, n, pools, provs, joined, live, openPools, len(pending) > 0, now)
+	a.scaleDown(ctx, n, pools, provs, joined, live, openPools, demand, now)
 }
 
 // scaleDown drains and terminates one idle node per pool per tick.
