@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"colony/test/retry"
@@ -368,31 +370,54 @@ func (c *Cluster) Follower() *Node {
 }
 
 // WaitNewLeader waits until every observer names the same leader, other
-// than old, and logs how long after since that took: the election time
-// as a client sees it. It logs too when the first observer named the new
-// leader: voters learn it from Raft, the other nodes from the roles the
-// leader gossips, so the gap is gossip's share.
+// than old, and logs how long after since that took: the election time as
+// a client sees it. It also logs when the winner entered the leader state
+// (from its log) and when the first observer named it: voters learn the
+// leader from Raft, the other nodes from the roles it gossips. Observers
+// are asked in parallel: a status call can take seconds while a hung
+// leader is still thought alive.
 func (c *Cluster) WaitNewLeader(step string, old *Node, observers []*Node, since time.Time) time.Duration {
 	c.t.Helper()
 	var leader string
 	var first time.Duration
 	var last error
+	var slowest time.Duration // the slowest single status call
+	var mu sync.Mutex         // guards slowest
 	retry.Until(c.t, convergeTimeout, func() (err error) {
 		defer func() {
 			if err != nil {
 				last = err
 			}
 		}()
+		sts := make([]clusterStatus, len(observers))
+		errs := make([]error, len(observers))
+		done := make([]time.Time, len(observers))
+		var wg sync.WaitGroup
+		for i, o := range observers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				asked := time.Now()
+				sts[i], errs[i] = c.Status(o)
+				done[i] = time.Now()
+				mu.Lock()
+				slowest = max(slowest, done[i].Sub(asked))
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
 		leader = ""
-		for _, o := range observers {
-			st, err := c.Status(o)
-			if err != nil {
-				return err
+		for i := range observers {
+			st := sts[i]
+			if errs[i] == nil && st.Leader != nil && st.Leader.Name != old.Name && (first == 0 || done[i].Sub(since) < first) {
+				first = done[i].Sub(since)
 			}
-			if st.Leader != nil && st.Leader.Name != old.Name && first == 0 {
-				first = time.Since(since)
-			}
+		}
+		for i, o := range observers {
+			st := sts[i]
 			switch {
+			case errs[i] != nil:
+				return errs[i]
 			case st.Leader == nil:
 				return fmt.Errorf("%s: no leader yet: %s", o.Name, st.Problem)
 			case st.Leader.Name == old.Name:
@@ -405,9 +430,35 @@ func (c *Cluster) WaitNewLeader(step string, old *Node, observers []*Node, since
 		return nil
 	})
 	d := time.Since(since)
-	c.t.Logf("%-28s %s took over from %s: first named after %s, by all %d nodes after %s", step+":", leader, old.Name, first.Round(10*time.Millisecond), len(observers), d.Round(10*time.Millisecond))
+	elected := "?"
+	if n, err := c.node(leader); err == nil {
+		if at, ok := leaderSince(n, since); ok {
+			elected = at.Sub(since).Round(10 * time.Millisecond).String()
+		}
+	}
+	c.t.Logf("%-28s %s took over from %s: Raft leader after %s, named by the first node after %s, by all %d after %s (slowest status call %s)", step+":", leader, old.Name, elected, first.Round(10*time.Millisecond), len(observers), d.Round(10*time.Millisecond), slowest.Round(10*time.Millisecond))
 	if last != nil && d-first > time.Second {
 		c.t.Logf("%-28s   (last disagreement: %v)", "", last)
 	}
 	return d
+}
+
+// leaderSince returns when node n last entered the Raft leader state
+// after since, from its log.
+func leaderSince(n *Node, since time.Time) (time.Time, bool) {
+	out, err := exec.Command("docker", "logs", "--since", since.Add(-time.Second).Format(time.RFC3339Nano), n.Container).CombinedOutput()
+	if err != nil {
+		return time.Time{}, false
+	}
+	var at time.Time
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, `msg="entering leader state"`) || !strings.HasPrefix(line, "time=") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && t.After(since) {
+			at = t
+		}
+	}
+	return at, !at.IsZero()
 }
