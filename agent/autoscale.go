@@ -515,7 +515,7 @@ func (a *Agent) runIntent(n *consensus.Node, in consensus.Intent) {
 			if len(provider.MissingIndexes(have, in.Count)) > 0 {
 				_, err = c.p.Launch(ctx, provider.LaunchRequest{
 					IdempotencyKey: in.Key, Type: in.Type, Count: in.Count,
-					JoinAddr: a.GossipAddr(), Labels: poolLabels(pool, nil),
+					JoinAddr: a.joinAddr(), Labels: poolLabels(pool, nil),
 				})
 			}
 		}
@@ -573,6 +573,18 @@ func (a *Agent) runIntent(n *consensus.Node, in consensus.Intent) {
 		a.closeIntent(n, in, consensus.IntentDone, "terminated",
 			fmt.Sprintf("terminated %s in pool %s in %s (intent %s)", strings.Join(in.InstanceIDs, ", "), in.Pool, time.Since(start).Round(time.Millisecond), in.Key))
 	}
+}
+
+// joinAddr is this node's gossip address from the member list: unlike
+// GossipAddr (memberlist's LocalNode, read without its lock) it is safe
+// while the leader's roles are being updated.
+func (a *Agent) joinAddr() string {
+	for _, m := range a.gossip.Members() {
+		if m.Name == a.Name() {
+			return m.Address()
+		}
+	}
+	return ""
 }
 
 func (a *Agent) closeIntent(n *consensus.Node, in consensus.Intent, state, kind, msg string) {

@@ -499,7 +499,7 @@ func TestAutoscaleResumesPartialLaunch(t *testing.T) {
 	defer cancel()
 	const key = "p1-u999999"
 	// What the dead leader did: commit the intent for two, get one.
-	first, err := prov.Launch(ctx, provider.LaunchRequest{IdempotencyKey: key, Type: "small", Count: 1, JoinAddr: n1.GossipAddr(), Labels: poolLabels(pool, nil)})
+	first, err := prov.Launch(ctx, provider.LaunchRequest{IdempotencyKey: key, Type: "small", Count: 1, JoinAddr: n1.joinAddr(), Labels: poolLabels(pool, nil)})
 	if err != nil || len(first) != 1 {
 		t.Fatalf("first slot: %v %+v", err, first)
 	}
