@@ -238,8 +238,10 @@ func (a *Agent) raftTick() {
 		a.tryBootstrapExpect()
 		n = a.raftNode()
 	}
-	if n != nil && n.RaftState() == raft.Shutdown {
-		// Raft shut itself down: this node was removed from the voters.
+	if n != nil && (n.RaftState() == raft.Shutdown || a.removedFrom(n)) {
+		// Raft shut itself down, or restarted from a configuration that no
+		// longer lists this node (it was removed while leaving or down):
+		// either way it is no voter now. Wipe, and be a plain member.
 		_ = a.stopRaft(true)
 		n = nil
 	}
@@ -250,6 +252,22 @@ func (a *Agent) raftTick() {
 		a.autoscaleTick(n)
 		a.monitorPlanTick(n)
 	}
+}
+
+// removedFrom reports whether n's configuration lists other servers but
+// not this node. A node just asked to start Raft has an empty
+// configuration until the leader adds it, so that is not removal.
+func (a *Agent) removedFrom(n *consensus.Node) bool {
+	servers, err := n.Servers()
+	if err != nil || len(servers) == 0 {
+		return false
+	}
+	for _, s := range servers {
+		if s.ID == a.id.String() {
+			return false
+		}
+	}
+	return true
 }
 
 // updateRoles gossips whether this node is a voter and/or the leader.
