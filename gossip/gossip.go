@@ -187,6 +187,8 @@ type Gossip struct {
 	conflict error              // set when a merge was refused during a join
 
 	leavePropagate time.Duration // how long Leave keeps answering probes
+	localIP        net.IP        // advertised gossip address, fixed at New
+	localPort      uint16
 	stop           chan struct{} // closed by Shutdown
 	wg             sync.WaitGroup
 
@@ -274,6 +276,10 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", mc.BindAddr, mc.BindPort, err)
 	}
 	g.ml = ml
+	// Read once: memberlist's LocalNode hands out its own struct, which it
+	// rewrites on every metadata update, so reading it later races.
+	ln := ml.LocalNode()
+	g.localIP, g.localPort = append(net.IP(nil), ln.Addr...), ln.Port
 	g.stop = make(chan struct{})
 	if cfg.ReconnectInterval > 0 {
 		g.wg.Add(1)
@@ -318,8 +324,7 @@ func (g *Gossip) LocalName() string { return g.cfg.NodeName }
 
 // LocalAddr is the address other nodes use to reach this node's gossip.
 func (g *Gossip) LocalAddr() (net.IP, uint16) {
-	n := g.ml.LocalNode()
-	return n.Addr, n.Port
+	return g.localIP, g.localPort
 }
 
 // LocalMeta returns this node's current metadata.
