@@ -33,8 +33,20 @@ import (
 func (a *Agent) startConsensus(alone bool) error {
 	switch {
 	case a.raftDataExists():
-		_, err := a.startRaft()
-		return err
+		n, err := a.startRaft()
+		if err != nil {
+			return err
+		}
+		if a.removedFrom(n) {
+			// Removed while it was leaving or down (the removal reached it,
+			// or a later configuration it holds leaves it out): it is no
+			// voter now. Wipe, and come back as a plain member. Checked only
+			// here, on our own log: a node just promoted replays older
+			// configurations without itself while it catches up.
+			a.logger.Info("this node was removed from the voters while it was away", "subsystem", "raft")
+			return a.stopRaft(true)
+		}
+		return nil
 	case alone && a.cfg.BootstrapExpect == 0:
 		n, err := a.startRaft()
 		if err != nil {
@@ -238,10 +250,8 @@ func (a *Agent) raftTick() {
 		a.tryBootstrapExpect()
 		n = a.raftNode()
 	}
-	if n != nil && (n.RaftState() == raft.Shutdown || a.removedFrom(n)) {
-		// Raft shut itself down, or restarted from a configuration that no
-		// longer lists this node (it was removed while leaving or down):
-		// either way it is no voter now. Wipe, and be a plain member.
+	if n != nil && n.RaftState() == raft.Shutdown {
+		// Raft shut itself down: this node was removed from the voters.
 		_ = a.stopRaft(true)
 		n = nil
 	}
@@ -255,8 +265,7 @@ func (a *Agent) raftTick() {
 }
 
 // removedFrom reports whether n's configuration lists other servers but
-// not this node. A node just asked to start Raft has an empty
-// configuration until the leader adds it, so that is not removal.
+// not this node.
 func (a *Agent) removedFrom(n *consensus.Node) bool {
 	servers, err := n.Servers()
 	if err != nil || len(servers) == 0 {
