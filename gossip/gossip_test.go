@@ -74,7 +74,7 @@ func statuses(g *Gossip) map[string]Status {
 func expect(g *Gossip, want map[string]Status) error {
 	got := statuses(g)
 	for n, s := range want {
-		if got[n] != s {
+		if st, ok := got[n]; !ok || st != s {
 			return fmt.Errorf("%s sees %s as %v, want %v (all: %v)", g.LocalName(), n, got[n], s, got)
 		}
 	}
