@@ -28,11 +28,13 @@ fmt:
 
 # The full suite: format and vet checks, every package's tests (the fuzz
 # targets' seed corpora run as ordinary tests), then the concurrent packages
-# again under -race.
+# again under -race. One package at a time (-p 1): the packages start real
+# clusters, processes and containers, and on 2 cores running them side by
+# side starves their failure detectors into false timeouts.
 test: fmt vet
 	@docker info >/dev/null 2>&1 || echo "NOTE: no Docker engine answers: the container tests in test/e2e and the docker provider tests will be SKIPPED"
-	$(GO) test -count=1 -timeout 20m ./...
-	CGO_ENABLED=1 $(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+	$(GO) test -p 1 -count=1 -timeout 20m ./...
+	CGO_ENABLED=1 $(GO) test -p 1 -count=1 -race -timeout 20m $(RACE_PKGS)
 
 # Container image FROM scratch (see Dockerfile): stage a static binary, the
 # host's CA bundle and an empty data/ mount point in IMAGE_CTX, then build

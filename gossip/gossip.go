@@ -268,7 +268,7 @@ func New(cfg Config) (*Gossip, error) {
 		}
 	}
 	mc.Transport = tr
-	g.leavePropagate = 2 * mc.ProbeInterval
+	g.leavePropagate = 3 * mc.ProbeInterval
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = tr.Shutdown()
@@ -480,7 +480,7 @@ func (g *Gossip) Leave(timeout time.Duration) error {
 	if err := g.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("gossip leave: %w", err)
 	}
-	// Keep answering probes while the news spreads: a node that vanished
+	// Keep answering probes (three probe intervals) while the news spreads: a node that vanished
 	// the moment its message was first sent gets suspected by peers that
 	// have not heard yet, and "dead" then wins the race against "left"
 	// (Serf's LeavePropagateDelay does the same).
