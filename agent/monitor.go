@@ -277,32 +277,10 @@ func (m *nodeMonitor) fetchPlan(index uint64) (json.RawMessage, uint64, error) {
 		})
 		return raw, idx, a.ctx.Err()
 	}
-	vs := a.voterMembers()
-	if len(vs) == 0 {
-		return nil, 0, errors.New("no voter known yet")
-	}
-	v := vs[rand.IntN(len(vs))]
-	ctx, cancel := context.WithTimeout(a.ctx, wait+30*time.Second)
-	defer cancel()
-	q := url.Values{"index": {strconv.FormatUint(index, 10)}, "wait": {wait.String()}, "consistency": {"stale"}}
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+apiAddr(v)+"/v1/monitor/plan?"+q.Encode(), nil)
+	b, idx, err := a.voterLongPoll("/v1/monitor/plan", url.Values{}, index, wait, consensus.MaxCommandSize+1)
 	if err != nil {
 		return nil, 0, err
 	}
-	req.Header.Set(HeaderForwarded, a.cfg.NodeName)
-	resp, err := a.blockingClient.Do(req)
-	if err != nil {
-		return nil, 0, fmt.Errorf("ask %s: %w", v.Name, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, 0, fmt.Errorf("ask %s: status %d", v.Name, resp.StatusCode)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, consensus.MaxCommandSize+1))
-	if err != nil {
-		return nil, 0, err
-	}
-	idx, _ := strconv.ParseUint(resp.Header.Get(HeaderIndex), 10, 64)
 	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
 		b = nil
 	}

@@ -94,6 +94,22 @@ func (a *Agent) fetchAssignments(index uint64) ([]workload.Assignment, uint64, e
 		as, idx := consensus.Blocking(ctx, st, index, func() ([]workload.Assignment, uint64) { return assignments(st, a.id.String()) })
 		return as, idx, a.ctx.Err()
 	}
+	q := url.Values{"node": {a.id.String()}}
+	b, idx, err := a.voterLongPoll("/v1/assignments", q, index, wait, maxBodyBytes*16)
+	if err != nil {
+		return nil, 0, err
+	}
+	var as []workload.Assignment
+	if err := json.Unmarshal(b, &as); err != nil {
+		return nil, 0, fmt.Errorf("assignments: %w", err)
+	}
+	return as, idx, nil
+}
+
+// voterLongPoll runs one blocking query (a stale read) against a random
+// live voter, for nodes that hold no state of their own: it returns the
+// answer's body (at most limit bytes) and its X-Colony-Index.
+func (a *Agent) voterLongPoll(path string, q url.Values, index uint64, wait time.Duration, limit int64) ([]byte, uint64, error) {
 	vs := a.voterMembers()
 	if len(vs) == 0 {
 		return nil, 0, errors.New("no voter known yet")
@@ -101,8 +117,10 @@ func (a *Agent) fetchAssignments(index uint64) ([]workload.Assignment, uint64, e
 	v := vs[rand.IntN(len(vs))]
 	ctx, cancel := context.WithTimeout(a.ctx, wait+30*time.Second)
 	defer cancel()
-	q := url.Values{"node": {a.id.String()}, "index": {strconv.FormatUint(index, 10)}, "wait": {wait.String()}, "consistency": {"stale"}}
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+apiAddr(v)+"/v1/assignments?"+q.Encode(), nil)
+	q.Set("index", strconv.FormatUint(index, 10))
+	q.Set("wait", wait.String())
+	q.Set("consistency", "stale")
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+apiAddr(v)+path+"?"+q.Encode(), nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -115,12 +133,12 @@ func (a *Agent) fetchAssignments(index uint64) ([]workload.Assignment, uint64, e
 	if resp.StatusCode != http.StatusOK {
 		return nil, 0, fmt.Errorf("ask %s: status %d", v.Name, resp.StatusCode)
 	}
-	var as []workload.Assignment
-	if err := json.NewDecoder(resp.Body).Decode(&as); err != nil {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
 		return nil, 0, fmt.Errorf("ask %s: %w", v.Name, err)
 	}
 	idx, _ := strconv.ParseUint(resp.Header.Get(HeaderIndex), 10, 64)
-	return as, idx, nil
+	return b, idx, nil
 }
 
 func (a *Agent) handleInstances(w http.ResponseWriter, r *http.Request) {
