@@ -72,6 +72,7 @@ type Agent struct {
 	raft          *consensus.Node // nil unless this node is a voter
 	bootKey       string          // --bootstrap-expect: candidate set last seen (raft loop only)
 	bootSince     time.Time       // and since when
+	orphanSince   time.Time       // raft runs but the live leader does not list this node (raft loop only)
 	raftCollector prometheus.Collector
 	monState      *nodeMonitor // cluster monitoring (monitor.go)
 
@@ -251,6 +252,10 @@ func (a *Agent) Err() error {
 // background, or, with neither, the peers saved by the previous run.
 func (a *Agent) Start(ctx context.Context) error {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	// Requests live no longer than the agent: Shutdown cancels this
+	// context, which ends blocking queries at once instead of leaving
+	// their clients waiting on a node that is going away.
+	a.httpSrv.BaseContext = func(net.Listener) context.Context { return a.ctx }
 	a.goFunc(func() {
 		if err := a.httpSrv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.logger.Error("http api stopped", "subsystem", "http", "error", err)
@@ -413,7 +418,11 @@ func (a *Agent) Shutdown() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if a.httpSrv != nil {
-			_ = a.httpSrv.Shutdown(ctx)
+			if err := a.httpSrv.Shutdown(ctx); err != nil {
+				// Shutdown does not close connections still busy when its
+				// deadline passes: Close does.
+				_ = a.httpSrv.Close()
+			}
 		}
 		if a.httpLn != nil {
 			_ = a.httpLn.Close()

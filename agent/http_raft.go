@@ -194,16 +194,17 @@ func (a *Agent) routeRead(w http.ResponseWriter, r *http.Request) (*consensus.No
 		a.staleFromVoters(w, r)
 		return nil, false
 	}
-	if n != nil && n.IsLeader() {
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		defer cancel()
-		if err := n.ReadBarrier(ctx, c); err != nil {
-			raftError(w, err)
-			return nil, false
-		}
-		return n, true
+	n, ok := a.leaderOrForward(w, r)
+	if !ok {
+		return nil, false
 	}
-	return nil, a.toLeader(w, r, forwarded)
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := n.ReadBarrier(ctx, c); err != nil {
+		raftError(w, err)
+		return nil, false
+	}
+	return n, true
 }
 
 // staleFromVoters serves a stale read from the first voter that answers,
@@ -243,25 +244,51 @@ func (a *Agent) staleFromVoters(w http.ResponseWriter, r *http.Request) {
 // routeWrite returns the local Raft node when it leads; otherwise it
 // forwards the request to the leader or explains why it cannot.
 func (a *Agent) routeWrite(w http.ResponseWriter, r *http.Request) (*consensus.Node, bool) {
-	if n := a.raftNode(); n != nil && n.IsLeader() {
-		return n, true
-	}
-	return nil, a.toLeader(w, r, r.Header.Get(HeaderForwarded) != "")
+	return a.leaderOrForward(w, r)
 }
 
-// toLeader forwards to the leader; it always returns false.
-func (a *Agent) toLeader(w http.ResponseWriter, r *http.Request, forwarded bool) bool {
-	if forwarded {
-		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%w: %s was named leader but is not (leadership changed); retry", consensus.ErrNotLeader, a.cfg.NodeName))
-		return false
-	}
-	l, ok := a.leaderMember()
-	if !ok || l.Status != gossip.StatusAlive || l.Meta.ID == a.id {
+// leaderHold bounds how long a request waits for a leader to be known, as
+// Consul's rpc_hold_timeout does: through an election, or while gossip
+// still carries the news of a new leader to this node, a request is held
+// rather than refused.
+const leaderHold = 7 * time.Second
+
+// leaderOrForward returns the local Raft node when it leads. Otherwise it
+// forwards the request to the leader (at most once: a forwarded request
+// that reaches a node which no longer leads is refused, and the client
+// retries), waiting up to leaderHold for one to be known; ok is then
+// false and the answer is written.
+func (a *Agent) leaderOrForward(w http.ResponseWriter, r *http.Request) (*consensus.Node, bool) {
+	forwarded := r.Header.Get(HeaderForwarded) != ""
+	hold := time.NewTimer(leaderHold)
+	defer hold.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if n := a.raftNode(); n != nil && n.IsLeader() {
+			return n, true
+		}
+		if forwarded {
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%w: %s was named leader but is not (leadership changed); retry", consensus.ErrNotLeader, a.cfg.NodeName))
+			return nil, false
+		}
+		if l, ok := a.leaderMember(); ok && l.Status == gossip.StatusAlive && l.Meta.ID != a.id {
+			a.forward(w, r, l)
+			return nil, false
+		}
+		if err := a.gossipQuorum().Err(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err) // no election can succeed: say so now
+			return nil, false
+		}
+		select {
+		case <-tick.C:
+			continue
+		case <-hold.C:
+		case <-r.Context().Done():
+		}
 		writeError(w, http.StatusServiceUnavailable, a.noLeaderError())
-		return false
+		return nil, false
 	}
-	a.forward(w, r, l)
-	return false
 }
 
 // blockingParams reads ?index= and ?wait=.

@@ -205,8 +205,13 @@ func (a *Agent) leaderMember() (gossip.Member, bool) {
 		}
 		return a.memberByID(id)
 	}
-	// A killed leader looks alive until failure detection catches up; its
-	// successor's higher term settles who leads.
+	return a.leaderFromGossip()
+}
+
+// leaderFromGossip returns the live member advertising the leader role.
+// A killed leader looks alive until failure detection catches up; its
+// successor's higher term settles who leads.
+func (a *Agent) leaderFromGossip() (gossip.Member, bool) {
 	var best gossip.Member
 	found := false
 	for _, m := range a.gossip.Members() {
@@ -255,6 +260,11 @@ func (a *Agent) raftTick() {
 		_ = a.stopRaft(true)
 		n = nil
 	}
+	if n != nil && a.orphaned(n) {
+		a.logger.Info("the cluster's leader does not count this node among its voters: it was removed while away", "subsystem", "raft")
+		_ = a.stopRaft(true)
+		n = nil
+	}
 	a.updateRoles(n)
 	if n != nil && n.IsLeader() {
 		a.manageVoters(n)
@@ -262,6 +272,43 @@ func (a *Agent) raftTick() {
 		a.autoscaleTick(n)
 		a.monitorPlanTick(n)
 	}
+}
+
+// orphanGrace is how long a voter may go without hearing from a live
+// leader that leaves it out before it retires itself.
+const orphanGrace = 10 * time.Second
+
+// orphaned reports whether this node runs Raft as a voter of its own,
+// older configuration while the cluster moved on without it: it hears
+// from no leader, and a live leader at least as recent (by term) gossips a
+// complete voter list without it, for orphanGrace. A voter removed while
+// it was down comes back like this; the leader also tells it to stop
+// (manageVoters), and this covers a leader that cannot reach it. A node
+// being promoted is not orphaned: it starts with an empty configuration.
+func (a *Agent) orphaned(n *consensus.Node) bool {
+	self := a.id.String()
+	if n.IsLeader() {
+		a.orphanSince = time.Time{}
+		return false
+	}
+	inOwn := false
+	if servers, err := n.Servers(); err == nil {
+		for _, s := range servers {
+			inOwn = inOwn || (s.ID == self && s.Voter)
+		}
+	}
+	l, ok := a.leaderFromGossip()
+	lid, _ := n.Leader()
+	orphan := inOwn && lid == "" && ok && l.Meta.ID != a.id && len(l.Meta.Voters) > 0 &&
+		len(l.Meta.Voters) < gossip.MaxMetaVoters && !slices.Contains(l.Meta.Voters, a.id) && l.Meta.Term >= n.Stats().Term
+	if !orphan {
+		a.orphanSince = time.Time{}
+		return false
+	}
+	if a.orphanSince.IsZero() {
+		a.orphanSince = time.Now()
+	}
+	return time.Since(a.orphanSince) >= orphanGrace
 }
 
 // removedFrom reports whether n's configuration lists other servers but
@@ -389,9 +436,20 @@ func (a *Agent) manageVoters(n *consensus.Node) {
 	for _, s := range servers {
 		inConfig[s.ID] = true
 	}
-	actions := consensus.PlanVoters(servers, members, consensus.VoterPolicy{Voters: a.cfg.Voters, DeadVoterTimeout: a.cfg.DeadVoterTimeout, LeaderID: a.id.String()})
 	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 	defer cancel()
+	// A node that still runs Raft but is not in the configuration (it was
+	// removed while it was down) is told to stop first, whatever the plan
+	// below does (a step that keeps failing must not keep it running).
+	for _, m := range a.gossip.Members() {
+		id := m.Meta.ID.String()
+		if m.Status == gossip.StatusAlive && m.Meta.Roles&gossip.RoleVoter != 0 && !inConfig[id] && id != a.id.String() {
+			if err := a.internalCall(ctx, m, "PUT", "/v1/internal/raft/disable"); err != nil {
+				a.logger.Warn("could not retire a stale voter", "subsystem", "raft", "node", m.Name, "error", err)
+			}
+		}
+	}
+	actions := consensus.PlanVoters(servers, members, consensus.VoterPolicy{Voters: a.cfg.Voters, DeadVoterTimeout: a.cfg.DeadVoterTimeout, LeaderID: a.id.String()})
 	for _, act := range actions {
 		var err error
 		switch act.Kind {
@@ -405,17 +463,6 @@ func (a *Agent) manageVoters(n *consensus.Node) {
 			return
 		}
 		a.logger.Info("voter change", "subsystem", "raft", "action", act.String())
-	}
-	// A node that still runs Raft but is not in the configuration (it was
-	// removed while it was down) is told to stop, unless the plan just
-	// wants it back.
-	for _, m := range a.gossip.Members() {
-		id := m.Meta.ID.String()
-		if m.Status == gossip.StatusAlive && m.Meta.Roles&gossip.RoleVoter != 0 && !inConfig[id] && id != a.id.String() {
-			if err := a.internalCall(ctx, m, "PUT", "/v1/internal/raft/disable"); err != nil {
-				a.logger.Warn("could not retire a stale voter", "subsystem", "raft", "node", m.Name, "error", err)
-			}
-		}
 	}
 }
 

@@ -435,6 +435,7 @@ func (n *Node) Shutdown() error {
 		err := n.raft.Shutdown().Error()
 		n.raft.DeregisterObserver(n.observer)
 		close(n.shutdownCh)
+		n.state.Close()
 		n.wg.Wait()
 		n.shutdownErr = errors.Join(err, n.closeStores())
 		n.logger.Info("raft stopped")

@@ -27,6 +27,8 @@ type State struct {
 	pools    poolState
 	monitor  monitorState  // the monitoring plan (monitorplan.go)
 	changed  chan struct{} // closed and replaced on every apply and restore
+	closed   chan struct{} // closed when the Raft node holding this state stops
+	closeOne sync.Once
 }
 
 // NewState returns an empty state.
@@ -37,7 +39,16 @@ func NewState() *State {
 		work:     newWorkState(),
 		pools:    newPoolState(),
 		changed:  make(chan struct{}),
+		closed:   make(chan struct{}),
 	}
+}
+
+// Close ends every blocking query on the state, now and later: the Raft
+// node holding it has stopped, so the state will never change again and a
+// query waiting on it would hang until its ?wait= ran out (clients must
+// ask a live voter instead).
+func (s *State) Close() {
+	s.closeOne.Do(func() { close(s.closed) })
 }
 
 // Index is the Raft index of the last command applied (0 when empty).
@@ -93,6 +104,8 @@ func (s *State) WaitForIndex(ctx context.Context, minIndex uint64) (uint64, erro
 		}
 		select {
 		case <-ch:
+		case <-s.closed:
+			return idx, ErrShutdown
 		case <-ctx.Done():
 			return idx, ctx.Err()
 		}
@@ -101,7 +114,8 @@ func (s *State) WaitForIndex(ctx context.Context, minIndex uint64) (uint64, erro
 
 // Blocking runs a blocking query: it returns read's result as soon as its
 // index exceeds minIndex, or the latest result when ctx ends (the end of
-// ?wait=, which is not an error for the client, as in Consul).
+// ?wait=, which is not an error for the client, as in Consul), or at once
+// when the state is closed.
 func Blocking[T any](ctx context.Context, s *State, minIndex uint64, read func() (T, uint64)) (T, uint64) {
 	for {
 		ch := s.Watch()
@@ -111,6 +125,8 @@ func Blocking[T any](ctx context.Context, s *State, minIndex uint64, read func()
 		}
 		select {
 		case <-ch:
+		case <-s.closed:
+			return read()
 		case <-ctx.Done():
 			return read()
 		}
