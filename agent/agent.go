@@ -392,6 +392,17 @@ func (a *Agent) Leave() error {
 		a.state = StateLeaving
 		a.mu.Unlock()
 		a.logger.Info("leaving the cluster", "subsystem", "agent")
+		if n := a.raftNode(); n != nil && n.IsLeader() {
+			// Hand leadership over first: the others then have a leader
+			// within a round trip instead of an election timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if terr := n.TransferLeadership(ctx); terr != nil {
+				a.logger.Warn("could not hand leadership over before leaving", "subsystem", "raft", "error", terr)
+			} else {
+				a.logger.Info("leadership handed over before leaving", "subsystem", "raft")
+			}
+			cancel()
+		}
 		err = a.gossip.Leave(a.cfg.LeaveTimeout)
 		a.mu.Lock()
 		a.state = StateLeft

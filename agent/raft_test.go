@@ -245,9 +245,23 @@ func TestRaftFiveNodes(t *testing.T) {
 		t.Fatalf("no follower voter in %+v", st.Voters)
 	}
 	_ = c.agent(victim).Shutdown()
-	c.agreeOnLeader(3, 45*time.Second, leader, victim)
+	l := c.agreeOnLeader(3, 45*time.Second, leader, victim)
 	if _, err := set(t, c.live()[0], "after", "voter-loss"); err != nil {
 		t.Fatal(err)
+	}
+
+	// The leader leaves gracefully: it hands leadership over before it
+	// goes, and the survivors carry on with what was committed.
+	left := time.Now()
+	if err := c.agent(l).Leave(); err != nil {
+		t.Fatalf("leader leave: %v", err)
+	}
+	next := c.agreeOnLeader(2, 45*time.Second, leader, victim, l)
+	t.Logf("leader %s left; %s leads, agreed %s after Leave returned", l, next, time.Since(left).Round(time.Millisecond))
+	for _, a := range c.live() {
+		if s, err := get(a, "after", "consistent"); err != nil || s.Value != "voter-loss" {
+			t.Fatalf("after the leader left, %s reads %+v %v", a.Name(), s, err)
+		}
 	}
 }
 

@@ -187,6 +187,42 @@ func (n *Node) RaftState() raft.RaftState { return n.raft.State() }
 // round trip: a deposed leader may believe it for up to the lease timeout).
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
+// TransferLeadership hands leadership to the most up-to-date other voter
+// and waits until it has taken over (or ctx ends): a leader that is about
+// to stop steps down first, so the cluster has a leader again within a
+// round trip instead of an election timeout. It is a no-op on a
+// non-leader or a single-voter cluster.
+func (n *Node) TransferLeadership(ctx context.Context) error {
+	if !n.IsLeader() {
+		return nil
+	}
+	servers, err := n.Servers()
+	if err != nil {
+		return err
+	}
+	others := 0
+	for _, s := range servers {
+		if s.Voter && s.ID != n.cfg.NodeID {
+			others++
+		}
+	}
+	if others == 0 {
+		return nil
+	}
+	f := n.raft.LeadershipTransfer()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("leadership transfer: %w", mapErr(err))
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("leadership transfer: %w", ctx.Err())
+	}
+}
+
 // Leader returns the ID and address of the leader as this node knows it;
 // both are empty when there is none.
 func (n *Node) Leader() (id, addr string) {
