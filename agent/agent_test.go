@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -44,6 +45,10 @@ func testConfig(t *testing.T, name, dataDir string) Config {
 	cfg.RaftTick = 100 * time.Millisecond
 	cfg.DeadVoterTimeout = 2 * time.Second
 	cfg.TuneRaft = fastRaft
+	if os.Getenv("COLONY_TEST_LOG") != "" {
+		// Agent logs on stderr, for diagnosing a failure: COLONY_TEST_LOG=1 go test -run X -v ./agent
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+	}
 	return cfg
 }
 

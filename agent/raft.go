@@ -278,28 +278,26 @@ func (a *Agent) raftTick() {
 // leader that leaves it out before it retires itself.
 const orphanGrace = 10 * time.Second
 
-// orphaned reports whether this node runs Raft as a voter of its own,
-// older configuration while the cluster moved on without it: it hears
-// from no leader, and a live leader at least as recent (by term) gossips a
-// complete voter list without it, for orphanGrace. A voter removed while
-// it was down comes back like this; the leader also tells it to stop
-// (manageVoters), and this covers a leader that cannot reach it. A node
-// being promoted is not orphaned: it starts with an empty configuration.
+// orphaned reports whether this node runs Raft for a configuration the
+// cluster has moved on from: for orphanGrace it has heard from no leader,
+// its own configuration is not empty, and a live leader at least as recent
+// (by term) gossips a complete voter list without it. Two ways lead here:
+// a voter removed while it was down restarts from its own log (which still
+// lists it), and a voter removed while partitioned receives the removal
+// when the partition heals but Raft keeps running without a leader. The
+// leader also tells the first kind to stop (manageVoters); this covers
+// both, and a leader that cannot reach the node. A node being promoted is
+// not orphaned: it starts with an empty configuration, then hears from the
+// leader.
 func (a *Agent) orphaned(n *consensus.Node) bool {
-	self := a.id.String()
 	if n.IsLeader() {
 		a.orphanSince = time.Time{}
 		return false
 	}
-	inOwn := false
-	if servers, err := n.Servers(); err == nil {
-		for _, s := range servers {
-			inOwn = inOwn || (s.ID == self && s.Voter)
-		}
-	}
+	servers, err := n.Servers()
 	l, ok := a.leaderFromGossip()
 	lid, _ := n.Leader()
-	orphan := inOwn && lid == "" && ok && l.Meta.ID != a.id && len(l.Meta.Voters) > 0 &&
+	orphan := err == nil && len(servers) > 0 && lid == "" && ok && l.Meta.ID != a.id && len(l.Meta.Voters) > 0 &&
 		len(l.Meta.Voters) < gossip.MaxMetaVoters && !slices.Contains(l.Meta.Voters, a.id) && l.Meta.Term >= n.Stats().Term
 	if !orphan {
 		a.orphanSince = time.Time{}
