@@ -375,19 +375,28 @@ func (a *Agent) updateRoles(n *consensus.Node) {
 func (a *Agent) tryBootstrapExpect() {
 	self := a.id.String()
 	if list := a.gossipedVoters(); len(list) > 0 {
+		if !slices.Contains(list, a.id) {
+			return // not chosen: wait to be promoted
+		}
 		servers := make([]consensus.Server, 0, len(list))
-		in := false
 		for _, id := range list {
 			m, ok := a.memberByID(id.String())
 			if !ok || m.Meta.RaftAddr == "" {
-				return // not known yet: wait for gossip
+				// Gossip has not brought every chosen voter yet (under a
+				// join storm that can take a push/pull interval). Raft
+				// needs no configuration of its own here: started empty,
+				// it votes for the node that bootstrapped and receives the
+				// configuration from it as the first log entry.
+				if _, err := a.startRaft(); err != nil {
+					a.logger.Error("cannot start raft for bootstrap", "subsystem", "raft", "error", err)
+					return
+				}
+				a.logger.Info("chosen as a bootstrap voter; waiting for the configuration from the node that bootstrapped", "subsystem", "raft", "voters", len(list))
+				return
 			}
 			servers = append(servers, consensus.Server{ID: id.String(), Address: m.Meta.RaftAddr, Voter: true})
-			in = in || id.String() == self
 		}
-		if in {
-			a.bootstrapWith(servers)
-		}
+		a.bootstrapWith(servers)
 		return
 	}
 	servers, ok, err := consensus.PlanBootstrap(self, a.consensusMembers(), a.cfg.BootstrapExpect)

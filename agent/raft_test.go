@@ -376,6 +376,29 @@ func TestRaftPartition(t *testing.T) {
 		t.Fatalf("stale read on the minority: %+v %v", s, err)
 	}
 
+	// Before healing, the majority replaces the cut-off leader (the dead
+	// voter timeout is short here): the old leader then learns of its
+	// removal only when the network heals, and must retire on its own.
+	retry.Until(t, 30*time.Second, func() error {
+		st, err := status(majority[0])
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, v := range st.Voters {
+			if v.Name == leader {
+				return fmt.Errorf("%s still a voter", leader)
+			}
+			if v.Voter {
+				n++
+			}
+		}
+		if n != 3 {
+			return fmt.Errorf("%d voters on the majority side", n)
+		}
+		return nil
+	})
+
 	c.cut.heal()
 	for _, a := range c.live() {
 		retry.Until(t, 60*time.Second, func() error {
