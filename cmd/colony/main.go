@@ -37,6 +37,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			raftCommand(),
 			settingsCommand(),
+			aclCommand(),
 			keygenCommand(),
 			versionCommand(),
 			antfarmCommand(),
