@@ -138,7 +138,7 @@ func ValidateToken(tok string) error {
 	}
 	for i := 0; i < len(tok); i++ {
 		if c := tok[i]; c <= ' ' || c > '~' {
-			return fmt.Errorf("token contains a character other than printable ASCII (byte %d)", i)
+			return fmt.Errorf("token may hold only printable ASCII without spaces (byte %d is not)", i)
 		}
 	}
 	return nil
@@ -227,7 +227,7 @@ func (a *Agent) authorize(rt Route, h http.HandlerFunc) http.HandlerFunc {
 				h(w, r)
 				return
 			}
-			writeError(w, http.StatusUnauthorized, fmt.Errorf("ACL: %s %s needs a token with policy %s: pass it in the %s header (colony --token or COLONY_TOKEN)", r.Method, rt.Path, policiesFor(rt.Access), HeaderToken))
+			writeError(w, http.StatusUnauthorized, fmt.Errorf("ACL: %s %s needs a token with policy %s: pass it in the %s header (colony --token or COLONY_TOKEN)", r.Method, r.URL.Path, policiesFor(rt.Access), HeaderToken))
 			return
 		}
 		policy, code, err := a.resolveToken(tok)
@@ -236,7 +236,7 @@ func (a *Agent) authorize(rt Route, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if !allows(policy, rt.Access) {
-			writeError(w, http.StatusForbidden, fmt.Errorf("ACL: permission denied: the token's policy %s may not %s %s, which needs policy %s", policy, r.Method, rt.Path, policiesFor(rt.Access)))
+			writeError(w, http.StatusForbidden, fmt.Errorf("ACL: permission denied: the token's policy %s may not %s %s, which needs policy %s", policy, r.Method, r.URL.Path, policiesFor(rt.Access)))
 			return
 		}
 		h(w, r)

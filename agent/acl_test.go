@@ -322,6 +322,40 @@ func TestACLCluster(t *testing.T) {
 	}
 	retry.Until(t, 60*time.Second, cv)
 
+	// A deployment committed with the deploy token runs on every node, the
+	// non-voter included (its assignment long poll uses the agent token);
+	// the instance status fan-out carries the client's token.
+	req, _ := http.NewRequest("PUT", "http://"+nonVoter.HTTPAddr()+"/v1/deployments", strings.NewReader(`name: sleeper
+count: 4
+command: {argv: ["/bin/sh", "-c", "exec sleep 600"]}
+distinct_hosts: true
+`))
+	req.Header.Set(HeaderToken, dep.SecretID)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("deploy with the deploy token: %d %s", resp.StatusCode, b)
+	}
+	retry.Until(t, 60*time.Second, func() error {
+		var is []InstanceInfo
+		if err := tokenClient(nonVoter, dep.SecretID).Do(context.Background(), "GET", "/v1/deployments/sleeper/instances", nil, &is); err != nil {
+			return err
+		}
+		if len(is) != 4 {
+			return fmt.Errorf("%d instances", len(is))
+		}
+		for _, i := range is {
+			if i.Status == nil || i.Status.State != "running" {
+				return fmt.Errorf("%s on %s: %+v %s", i.ID, i.NodeName, i.Status, i.Error)
+			}
+		}
+		return nil
+	})
+
 	// Deleting a token takes effect on every node, the non-voter included.
 	var ts []ACLTokenInfo
 	if err := tokenClient(nonVoter, mgmt.SecretID).Do(context.Background(), "GET", "/v1/acl/tokens", nil, &ts); err != nil || len(ts) != 3 {
