@@ -24,7 +24,9 @@ import (
 // caller's token against it before the handler runs. Tokens live hashed in
 // the Raft state (consensus/acl.go): voters resolve them from their own
 // state; other nodes keep a replica of the token table, fed by a blocking
-// query to a voter, so a deletion takes effect everywhere within moments.
+// query to a voter, so a deletion takes effect everywhere within moments,
+// and ask a voter about a token their replica lacks (one created a moment
+// ago, or before the replica's first copy arrived).
 //
 // Agent-to-agent calls carry the agent token (--acl-agent-token, the same
 // on every agent, never stored in the state) when the agent acts on its
@@ -269,16 +271,69 @@ func (a *Agent) resolveToken(tok string) (string, int, error) {
 		if t, ok := n.State().ACLTokenBySecretHash(hash); ok {
 			return t.Policy, 0, nil
 		}
-	} else {
-		rep := a.aclTokens.Load()
-		if rep == nil {
-			return "", http.StatusServiceUnavailable, fmt.Errorf("ACL: %s has not received the token table from a voter yet; retry shortly", a.cfg.NodeName)
-		}
+		return "", http.StatusUnauthorized, errNoSuchToken
+	}
+	rep := a.aclTokens.Load()
+	if rep != nil {
 		if p, ok := rep.byHash[hash]; ok {
 			return p, 0, nil
 		}
 	}
-	return "", http.StatusUnauthorized, errors.New("ACL: token not found (deleted, mistyped, or from another cluster)")
+	// Not in the replica: it may not have arrived yet, or the token was
+	// created a moment ago. Ask a voter (by hash) before refusing.
+	p, found, err := a.resolveFromVoter(hash)
+	switch {
+	case err == nil && found:
+		return p, 0, nil
+	case err == nil || rep != nil:
+		return "", http.StatusUnauthorized, errNoSuchToken
+	}
+	return "", http.StatusServiceUnavailable, fmt.Errorf("ACL: %s has no copy of the token table yet and no voter answered (%w); retry shortly", a.cfg.NodeName, err)
+}
+
+var errNoSuchToken = errors.New("ACL: token not found (deleted, mistyped, or from another cluster)")
+
+// resolveFromVoter looks a secret hash up on a random live voter, with
+// the agent token.
+func (a *Agent) resolveFromVoter(hash string) (string, bool, error) {
+	vs := a.voterMembers()
+	if len(vs) == 0 {
+		return "", false, errors.New("no voter known yet")
+	}
+	v := vs[rand.IntN(len(vs))]
+	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
+	defer cancel()
+	c, _ := NewClient(apiAddr(v))
+	c.http = a.httpClient
+	var res aclResolveResult
+	code, err := c.do(ctx, "GET", "/v1/acl/resolve?hash="+url.QueryEscape(hash), nil, &res, false)
+	if code == http.StatusNotFound {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("ask %s: %w", v.Name, err)
+	}
+	return res.Policy, true, nil
+}
+
+type aclResolveResult struct {
+	Policy string `json:"policy"`
+}
+
+// handleACLResolve answers a non-voter's lookup of one secret hash from
+// this voter's state.
+func (a *Agent) handleACLResolve(w http.ResponseWriter, r *http.Request) {
+	n := a.raftNode()
+	if n == nil {
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%s is not a voter and holds no cluster state", a.cfg.NodeName))
+		return
+	}
+	t, ok := n.State().ACLTokenBySecretHash(r.URL.Query().Get("hash"))
+	if !ok {
+		writeError(w, http.StatusNotFound, errNoSuchToken)
+		return
+	}
+	writeJSON(w, http.StatusOK, aclResolveResult{Policy: t.Policy})
 }
 
 // aclLoop keeps this node's replica of the token table while it runs no
@@ -357,6 +412,7 @@ func (a *Agent) aclRoutes(r *router) {
 	r.handle("GET", "/v1/acl/tokens", AccessManagement, a.handleACLTokens)
 	r.handle("DELETE", "/v1/acl/token/{accessor}", AccessManagement, a.handleACLTokenDelete)
 	r.handle("GET", "/v1/acl/replica", AccessAgent, a.handleACLReplica)
+	r.handle("GET", "/v1/acl/resolve", AccessAgent, a.handleACLResolve)
 }
 
 // aclOn refuses ACL requests on an agent without ACLs.
