@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -127,10 +126,11 @@ func policiesFor(x Access) string {
 
 // Limits on a token as sent.
 const (
-	MaxTokenLen       = 256
-	MinAgentTokenLen  = 16
-	authorizationPref = "bearer "
+	MaxTokenLen      = 256
+	MinAgentTokenLen = 16
 )
+
+const authorizationPref = "bearer "
 
 // ValidateToken checks a token's syntax: 1-256 printable ASCII characters
 // without spaces (it travels in an HTTP header).
@@ -435,28 +435,8 @@ func (a *Agent) applyACL(w http.ResponseWriter, r *http.Request, n *consensus.No
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	idx, v, err := n.Apply(ctx, cmd)
-	switch {
-	case errors.Is(err, consensus.ErrACLBootstrapped):
-		writeError(w, http.StatusForbidden, err)
-		return
-	case errors.Is(err, consensus.ErrACLTokenNotFound):
-		writeError(w, http.StatusNotFound, err)
-		return
-	case err != nil && errors.Is(err, consensus.ErrInvalidCommand):
-		raftError(w, err)
-		return
-	case err != nil:
-		var rerr error
-		for _, e := range []error{consensus.ErrNotLeader, consensus.ErrNoLeader, consensus.ErrQuorumLost, consensus.ErrLeadershipLost, consensus.ErrShutdown, context.DeadlineExceeded} {
-			if errors.Is(err, e) {
-				rerr = err
-			}
-		}
-		if rerr != nil {
-			raftError(w, err)
-			return
-		}
-		writeError(w, http.StatusConflict, err) // refused by the state (apply)
+	if err != nil {
+		aclApplyError(w, err)
 		return
 	}
 	a.served(w, idx)
@@ -466,6 +446,23 @@ func (a *Agent) applyACL(w http.ResponseWriter, r *http.Request, n *consensus.No
 		return
 	}
 	writeJSON(w, http.StatusOK, ACLTokenInfo{AccessorID: t.AccessorID, SecretID: secret, Policy: t.Policy, Description: t.Description, CreateIndex: t.CreateIndex})
+}
+
+// aclApplyError answers a failed ACL write: Raft trouble as every write,
+// a refusal by the state (decided in apply) as a conflict.
+func aclApplyError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, consensus.ErrACLBootstrapped):
+		writeError(w, http.StatusForbidden, err) // as Consul answers
+	case errors.Is(err, consensus.ErrACLTokenNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, consensus.ErrInvalidCommand), errors.Is(err, consensus.ErrNotLeader), errors.Is(err, consensus.ErrNoLeader),
+		errors.Is(err, consensus.ErrQuorumLost), errors.Is(err, consensus.ErrLeadershipLost), errors.Is(err, consensus.ErrShutdown),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		raftError(w, err)
+	default:
+		writeError(w, http.StatusConflict, err)
+	}
 }
 
 func (a *Agent) handleACLBootstrap(w http.ResponseWriter, r *http.Request) {
@@ -545,6 +542,3 @@ func (a *Agent) handleACLReplica(w http.ResponseWriter, r *http.Request) {
 func (a *Agent) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})
 }
-
-// aclTokensPtr is the replica, swapped whole.
-type aclTokensPtr = atomic.Pointer[aclReplica]

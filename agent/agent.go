@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -76,9 +77,9 @@ type Agent struct {
 	raftCollector prometheus.Collector
 	monState      *nodeMonitor // cluster monitoring (monitor.go)
 
-	routeList  []Route      // every API route with its access (Routes)
-	aclTokens  aclTokensPtr // token table on a non-voter (acl.go)
-	metricsLn  net.Listener // --metrics-addr, when set
+	routeList  []Route                    // every API route with its access (Routes)
+	aclTokens  atomic.Pointer[aclReplica] // token table on a non-voter (acl.go)
+	metricsLn  net.Listener               // --metrics-addr, when set
 	metricsSrv *http.Server
 
 	ctx    context.Context // cancelled on shutdown; owns every goroutine
