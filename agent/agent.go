@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -75,6 +76,11 @@ type Agent struct {
 	orphanSince   time.Time       // raft runs but the live leader does not list this node (raft loop only)
 	raftCollector prometheus.Collector
 	monState      *nodeMonitor // cluster monitoring (monitor.go)
+
+	routeList  []Route                    // every API route with its access (Routes)
+	aclTokens  atomic.Pointer[aclReplica] // token table on a non-voter (acl.go)
+	metricsLn  net.Listener               // --metrics-addr, when set
+	metricsSrv *http.Server
 
 	ctx    context.Context // cancelled on shutdown; owns every goroutine
 	cancel context.CancelFunc
@@ -153,7 +159,10 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("raft: listen on %s:%d: %w", bind, cfg.RaftPort, err)
 	}
 	a.raftPort = a.raftLn.Addr().(*net.TCPAddr).Port
-	tr := &http.Transport{DialContext: a.dialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
+	tr := &tokenTransport{
+		base:       &http.Transport{DialContext: a.dialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second},
+		agentToken: cfg.ACLAgentToken,
+	}
 	a.httpClient = &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	a.blockingClient = &http.Client{Transport: tr}
 	rc := workload.DefaultConfig()
@@ -208,6 +217,15 @@ func New(cfg Config) (*Agent, error) {
 		}, func() float64 { return time.Since(a.started).Seconds() }),
 	)
 	a.httpSrv = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.With("subsystem", "http").Handler(), slog.LevelWarn)}
+	if cfg.MetricsAddr != "" {
+		if a.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.metricsHandler())
+		mux.HandleFunc("GET /metrics/group", a.handleGroupMetrics)
+		a.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.With("subsystem", "metrics").Handler(), slog.LevelWarn)}
+	}
 	ok = true
 	return a, nil
 }
@@ -261,6 +279,13 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.logger.Error("http api stopped", "subsystem", "http", "error", err)
 		}
 	})
+	if a.metricsSrv != nil {
+		a.goFunc(func() {
+			if err := a.metricsSrv.Serve(a.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.logger.Error("metrics listener stopped", "subsystem", "metrics", "error", err)
+			}
+		})
+	}
 	a.goFunc(a.peersLoop)
 	a.logger.Info("agent started", "subsystem", "agent", "id", a.id, "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "version", Version)
 
@@ -295,6 +320,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.goFunc(a.raftLoop)
 	a.goFunc(a.assignmentLoop)
 	a.goFunc(a.monitorLoop)
+	if a.cfg.ACLEnabled {
+		a.goFunc(a.aclLoop)
+	}
 	if len(background) > 0 {
 		a.goFunc(func() {
 			if _, err := a.gossip.Join(a.ctx, background, policy); err != nil && a.ctx.Err() == nil {
@@ -438,6 +466,9 @@ func (a *Agent) Shutdown() error {
 		if a.httpLn != nil {
 			_ = a.httpLn.Close()
 		}
+		if a.metricsSrv != nil {
+			_ = a.metricsSrv.Close()
+		}
 		// Goroutines finish (the peers loop saves the last view) before
 		// Raft and gossip stop and the data dir is released. Workloads stop
 		// first: a node going away takes its instances with it.
@@ -459,6 +490,9 @@ func (a *Agent) Shutdown() error {
 func (a *Agent) closeResources() {
 	if a.httpLn != nil {
 		_ = a.httpLn.Close()
+	}
+	if a.metricsLn != nil {
+		_ = a.metricsLn.Close()
 	}
 	a.raftMu.Lock()
 	if a.raftLn != nil {

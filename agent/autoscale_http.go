@@ -53,11 +53,11 @@ func (s PoolSpec) ToPool(name string) (consensus.Pool, error) {
 }
 
 func (a *Agent) autoscaleRoutes(r *router) {
-	r.handle("GET", "/v1/pools", a.handlePools)
-	r.handle("PUT", "/v1/pools/{name}", a.handlePoolPut)
-	r.handle("DELETE", "/v1/pools/{name}", a.handlePoolDelete)
-	r.handle("GET", "/v1/intents", a.handleIntents)
-	r.handle("GET", "/v1/events", a.handleEvents)
+	r.handle("GET", "/v1/pools", AccessRead, a.handlePools)
+	r.handle("PUT", "/v1/pools/{name}", AccessOperator, a.handlePoolPut)
+	r.handle("DELETE", "/v1/pools/{name}", AccessOperator, a.handlePoolDelete)
+	r.handle("GET", "/v1/intents", AccessRead, a.handleIntents)
+	r.handle("GET", "/v1/events", AccessRead, a.handleEvents)
 }
 
 func (a *Agent) handlePools(w http.ResponseWriter, r *http.Request) {

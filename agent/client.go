@@ -16,9 +16,14 @@ import (
 
 // Client is a thin client of one agent's HTTP API (the CLI uses it).
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string
 }
+
+// SetToken makes every request carry tok in the X-Colony-Token header
+// ("" sends none).
+func (c *Client) SetToken(tok string) { c.token = tok }
 
 // NewClient returns a client for the agent at addr ("host:port" or a URL).
 func NewClient(addr string) (*Client, error) {
@@ -65,6 +70,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any, any
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set(HeaderToken, c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

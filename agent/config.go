@@ -92,7 +92,28 @@ type Config struct {
 	Logger *slog.Logger
 	// TuneGossip, if set, adjusts memberlist's configuration (tests, scale harness).
 	TuneGossip func(*memberlist.Config)
+
+	// ACLEnabled makes the API require tokens (see README, "Access control").
+	ACLEnabled bool
+	// ACLDefaultRead is what anonymous reads get with ACLs on: ACLAllow
+	// (the default) or ACLDeny.
+	ACLDefaultRead string
+	// ACLAgentToken is the secret agents present to each other; the same
+	// on every agent. Required with ACLEnabled.
+	ACLAgentToken string
+	// MetricsRequireToken refuses anonymous Prometheus scrapes of the API
+	// even when anonymous reads are allowed.
+	MetricsRequireToken bool
+	// MetricsAddr, if set, also serves /metrics and /metrics/group there,
+	// without tokens (bind it to a private interface).
+	MetricsAddr string
 }
+
+// Values of Config.ACLDefaultRead.
+const (
+	ACLAllow = "allow"
+	ACLDeny  = "deny"
+)
 
 // DefaultConfig returns a Config with Colony's defaults.
 func DefaultConfig() Config {
@@ -107,6 +128,7 @@ func DefaultConfig() Config {
 		Voters:           3,
 		DeadVoterTimeout: 30 * time.Second,
 		RaftTick:         time.Second,
+		ACLDefaultRead:   ACLAllow,
 	}
 }
 
@@ -171,6 +193,7 @@ func (c *Config) Validate() error {
 	if c.LeaveTimeout < 0 {
 		errs = append(errs, errors.New("leave timeout is negative"))
 	}
+	errs = append(errs, c.validateACL()...)
 	return errors.Join(errs...)
 }
 
@@ -209,4 +232,34 @@ func ParseLabels(in []string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, errors.Join(errs...)
+}
+
+func (c *Config) validateACL() []error {
+	var errs []error
+	switch c.ACLDefaultRead {
+	case "", ACLAllow, ACLDeny:
+	default:
+		errs = append(errs, fmt.Errorf("acl default read %q: want allow or deny", c.ACLDefaultRead))
+	}
+	if c.ACLAgentToken != "" {
+		if err := ValidateToken(c.ACLAgentToken); err != nil {
+			errs = append(errs, fmt.Errorf("acl agent token: %w", err))
+		} else if len(c.ACLAgentToken) < MinAgentTokenLen {
+			errs = append(errs, fmt.Errorf("acl agent token: at least %d characters (make one with `colony keygen`)", MinAgentTokenLen))
+		}
+	}
+	if c.ACLEnabled && c.ACLAgentToken == "" {
+		errs = append(errs, errors.New("--acl-enabled needs --acl-agent-token: a secret shared by every agent for agent-to-agent calls (make one with `colony keygen`)"))
+	}
+	if c.MetricsRequireToken && !c.ACLEnabled {
+		errs = append(errs, errors.New("--metrics-require-token needs --acl-enabled"))
+	}
+	if c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("metrics address %q: %w", c.MetricsAddr, err))
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("metrics address %q: bad port", c.MetricsAddr))
+		}
+	}
+	return errs
 }

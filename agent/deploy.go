@@ -133,19 +133,19 @@ type SpecError struct {
 }
 
 func (a *Agent) deployRoutes(r *router) {
-	r.handle("GET", "/v1/deployments", a.handleDeployments)
-	r.handle("PUT", "/v1/deployments", a.handleDeploy)
-	r.handle("GET", "/v1/deployments/{name}", a.handleDeployment)
-	r.handle("DELETE", "/v1/deployments/{name}", a.handleDeploymentDelete)
-	r.handle("PUT", "/v1/deployments/{name}/scale", a.handleScale)
-	r.handle("PUT", "/v1/nodes/{node}/drain", a.handleDrain(true))
-	r.handle("DELETE", "/v1/nodes/{node}/drain", a.handleDrain(false))
-	r.handle("GET", "/v1/placements", a.handlePlacements)
-	r.handle("GET", "/v1/assignments", a.handleAssignments)
-	r.handle("GET", "/v1/deployments/{name}/instances", a.handleDeploymentInstances)
-	r.handle("GET", "/v1/instances/{id}/logs", a.handleLogs)
-	r.handle("GET", "/v1/agent/instances", a.handleInstances)
-	r.handle("GET", "/v1/agent/instances/{id}/logs", a.handleInstanceLogs)
+	r.handle("GET", "/v1/deployments", AccessRead, a.handleDeployments)
+	r.handle("PUT", "/v1/deployments", AccessDeploy, a.handleDeploy)
+	r.handle("GET", "/v1/deployments/{name}", AccessRead, a.handleDeployment)
+	r.handle("DELETE", "/v1/deployments/{name}", AccessDeploy, a.handleDeploymentDelete)
+	r.handle("PUT", "/v1/deployments/{name}/scale", AccessDeploy, a.handleScale)
+	r.handle("PUT", "/v1/nodes/{node}/drain", AccessOperator, a.handleDrain(true))
+	r.handle("DELETE", "/v1/nodes/{node}/drain", AccessOperator, a.handleDrain(false))
+	r.handle("GET", "/v1/placements", AccessRead, a.handlePlacements)
+	r.handle("GET", "/v1/assignments", AccessRead, a.handleAssignments)
+	r.handle("GET", "/v1/deployments/{name}/instances", AccessRead, a.handleDeploymentInstances)
+	r.handle("GET", "/v1/instances/{id}/logs", AccessRead, a.handleLogs)
+	r.handle("GET", "/v1/agent/instances", AccessRead, a.handleInstances)
+	r.handle("GET", "/v1/agent/instances/{id}/logs", AccessRead, a.handleInstanceLogs)
 }
 
 func (a *Agent) handleDeploy(w http.ResponseWriter, r *http.Request) {

@@ -7,11 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"colony/gossip"
 )
@@ -81,32 +80,58 @@ type APIError struct {
 }
 
 func (a *Agent) routes() http.Handler {
-	r := newRouter()
-	r.handle("GET", "/v1/agent/self", a.handleSelf)
-	r.handle("GET", "/v1/members", a.handleMembers)
-	r.handle("GET", "/v1/health", a.handleHealth)
-	r.handle("PUT", "/v1/agent/join", a.handleJoin)
-	r.handle("PUT", "/v1/agent/leave", a.handleLeave)
-	r.handle("GET", "/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}).ServeHTTP)
+	r := newRouter(a.authorize)
+	r.handle("GET", "/v1/agent/self", AccessRead, a.handleSelf)
+	r.handle("GET", "/v1/members", AccessRead, a.handleMembers)
+	r.handle("GET", "/v1/health", AccessPublic, a.handleHealth)
+	r.handle("PUT", "/v1/agent/join", AccessOperator, a.handleJoin)
+	r.handle("PUT", "/v1/agent/leave", AccessOperator, a.handleLeave)
+	r.handle("GET", "/metrics", AccessMetrics, a.metricsHandler().ServeHTTP)
+	a.aclRoutes(r)
 	a.raftRoutes(r)
 	a.deployRoutes(r)
 	a.autoscaleRoutes(r)
 	a.monitorRoutes(r)
+	a.routeList = r.routes
 	return r.finish()
 }
 
+// Route is one registered endpoint and the access it requires.
+type Route struct {
+	Method string
+	Path   string
+	Access Access
+}
+
+// Routes lists every endpoint of the API in registration order, with the
+// access each requires (tests check it against the ACL rules).
+func (a *Agent) Routes() []Route { return slices.Clone(a.routeList) }
+
 // router is http.ServeMux with JSON answers for unknown paths (404) and
-// known paths with the wrong method (405, with Allow).
+// known paths with the wrong method (405, with Allow). Every route declares
+// the access it requires, and the router wraps its handler with the check:
+// no endpoint can be added without saying who may call it.
 type router struct {
 	mux     *http.ServeMux
 	methods map[string][]string
 	order   []string
+	routes  []Route
+	guard   func(Route, http.HandlerFunc) http.HandlerFunc
 }
 
-func newRouter() *router { return &router{mux: http.NewServeMux(), methods: map[string][]string{}} }
+func newRouter(guard func(Route, http.HandlerFunc) http.HandlerFunc) *router {
+	return &router{mux: http.NewServeMux(), methods: map[string][]string{}, guard: guard}
+}
 
-func (r *router) handle(method, path string, h http.HandlerFunc) {
-	r.mux.HandleFunc(method+" "+path, h)
+// handle registers one endpoint. A route without a valid Access is a
+// programming error: it panics at start-up, before anything is served.
+func (r *router) handle(method, path string, access Access, h http.HandlerFunc) {
+	if !access.valid() {
+		panic(fmt.Sprintf("route %s %s registered without an access policy", method, path))
+	}
+	rt := Route{Method: method, Path: path, Access: access}
+	r.mux.HandleFunc(method+" "+path, r.guard(rt, h))
+	r.routes = append(r.routes, rt)
 	if _, ok := r.methods[path]; !ok {
 		r.order = append(r.order, path)
 	}

@@ -80,16 +80,16 @@ type ClusterStatus struct {
 }
 
 func (a *Agent) raftRoutes(r *router) {
-	r.handle("GET", "/v1/status", a.handleStatus)
-	r.handle("GET", "/v1/status/leader", a.handleLeader)
-	r.handle("GET", "/v1/status/voters", a.handleVoters)
-	r.handle("GET", "/v1/status/raft", a.handleRaftStats)
-	r.handle("GET", "/v1/settings", a.handleSettings)
-	r.handle("GET", "/v1/settings/{key}", a.handleSettingGet)
-	r.handle("PUT", "/v1/settings/{key}", a.handleSettingPut)
-	r.handle("DELETE", "/v1/settings/{key}", a.handleSettingDelete)
-	r.handle("PUT", "/v1/internal/raft/enable", a.handleRaftEnable)
-	r.handle("PUT", "/v1/internal/raft/disable", a.handleRaftDisable)
+	r.handle("GET", "/v1/status", AccessRead, a.handleStatus)
+	r.handle("GET", "/v1/status/leader", AccessRead, a.handleLeader)
+	r.handle("GET", "/v1/status/voters", AccessRead, a.handleVoters)
+	r.handle("GET", "/v1/status/raft", AccessRead, a.handleRaftStats)
+	r.handle("GET", "/v1/settings", AccessRead, a.handleSettings)
+	r.handle("GET", "/v1/settings/{key}", AccessRead, a.handleSettingGet)
+	r.handle("PUT", "/v1/settings/{key}", AccessOperator, a.handleSettingPut)
+	r.handle("DELETE", "/v1/settings/{key}", AccessOperator, a.handleSettingDelete)
+	r.handle("PUT", "/v1/internal/raft/enable", AccessAgent, a.handleRaftEnable)
+	r.handle("PUT", "/v1/internal/raft/disable", AccessAgent, a.handleRaftDisable)
 }
 
 // raftError writes a consensus error with the right status.

@@ -581,13 +581,13 @@ func (m *nodeMonitor) hostMetrics(s *monitor.Summary, now time.Time, dims []stri
 // monitorRoutes registers the monitoring API.
 func (a *Agent) monitorRoutes(r *router) {
 	a.monitorState()
-	r.handle("PUT", "/v1/monitor/summary", a.handleSummary)
-	r.handle("GET", "/v1/monitor/plan", a.handleMonitorPlan)
-	r.handle("GET", "/v1/monitor/targets", a.handleMonitorTargets)
-	r.handle("GET", "/v1/monitor/status", a.handleMonitorStatus)
-	r.handle("GET", "/v1/cluster/metrics", a.handleClusterMetrics)
-	r.handle("GET", "/v1/alarms", a.handleAlarms)
-	r.handle("GET", "/metrics/group", a.handleGroupMetrics)
+	r.handle("PUT", "/v1/monitor/summary", AccessAgent, a.handleSummary)
+	r.handle("GET", "/v1/monitor/plan", AccessRead, a.handleMonitorPlan)
+	r.handle("GET", "/v1/monitor/targets", AccessRead, a.handleMonitorTargets)
+	r.handle("GET", "/v1/monitor/status", AccessRead, a.handleMonitorStatus)
+	r.handle("GET", "/v1/cluster/metrics", AccessRead, a.handleClusterMetrics)
+	r.handle("GET", "/v1/alarms", AccessRead, a.handleAlarms)
+	r.handle("GET", "/metrics/group", AccessMetrics, a.handleGroupMetrics)
 }
 
 func (a *Agent) handleSummary(w http.ResponseWriter, r *http.Request) {

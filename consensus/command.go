@@ -35,6 +35,9 @@ const (
 	CmdDeletePool       CommandType = 10
 	CmdPutIntent        CommandType = 11
 	CmdAppendEvent      CommandType = 12
+	CmdACLBootstrap     CommandType = 13
+	CmdACLTokenPut      CommandType = 14
+	CmdACLTokenDelete   CommandType = 15
 )
 
 // Command is one change to the cluster state. Commands are validated
@@ -69,6 +72,9 @@ var commandRegistry = map[CommandType]struct {
 	CmdPutIntent:        {"put-intent", func() Command { return &PutIntent{} }},
 	CmdAppendEvent:      {"append-event", func() Command { return &AppendEvent{} }},
 	CmdSetMonitorPlan:   {"set-monitor-plan", func() Command { return &SetMonitorPlan{} }},
+	CmdACLBootstrap:     {"acl-bootstrap", func() Command { return &ACLBootstrap{} }},
+	CmdACLTokenPut:      {"acl-token-put", func() Command { return &ACLTokenPut{} }},
+	CmdACLTokenDelete:   {"acl-token-delete", func() Command { return &ACLTokenDelete{} }},
 }
 
 // String names the type for logs and errors.

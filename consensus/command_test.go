@@ -96,7 +96,9 @@ func TestSettingValidation(t *testing.T) {
 // FuzzDecodeCommand checks that no input makes decoding panic, and that
 // whatever decodes re-encodes to something that decodes the same.
 func FuzzDecodeCommand(f *testing.F) {
-	for _, c := range []Command{&SetSetting{Key: "k", Value: "v"}, &DeleteSetting{Key: "k"}} {
+	for _, c := range []Command{&SetSetting{Key: "k", Value: "v"}, &DeleteSetting{Key: "k"},
+		&ACLBootstrap{Token: testToken(0, PolicyManagement)}, &ACLTokenPut{Token: testToken(1, PolicyReadOnly)},
+		&ACLTokenDelete{AccessorID: testToken(1, PolicyReadOnly).AccessorID}} {
 		b, _ := EncodeCommand(c)
 		f.Add(b)
 	}

@@ -26,6 +26,7 @@ type State struct {
 	work     workState
 	pools    poolState
 	monitor  monitorState  // the monitoring plan (monitorplan.go)
+	acl      aclState      // ACL tokens, hashed (acl.go)
 	changed  chan struct{} // closed and replaced on every apply and restore
 	closed   chan struct{} // closed when the Raft node holding this state stops
 	closeOne sync.Once
@@ -38,6 +39,7 @@ func NewState() *State {
 		settings: map[string]Setting{},
 		work:     newWorkState(),
 		pools:    newPoolState(),
+		acl:      newACLState(),
 		changed:  make(chan struct{}),
 		closed:   make(chan struct{}),
 	}
@@ -209,6 +211,7 @@ type snapshotV1 struct {
 	Work     *workSnapshot     `json:"work,omitempty"`
 	Pools    *poolSnapshot     `json:"pools,omitempty"`
 	Monitor  *monitorState     `json:"monitor,omitempty"`
+	ACL      *aclSnapshot      `json:"acl,omitempty"`
 }
 
 // Snapshot implements raft.FSM: it copies the state under the read lock;
@@ -220,6 +223,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	snap := &snapshotV1{Index: s.index, Tables: maps.Clone(s.tables), Settings: make([]Setting, 0, len(s.settings)), Work: s.work.snapshot()}
 	snap.Pools = s.pools.snapshot()
 	snap.Monitor = s.monitor.snapshot()
+	snap.ACL = s.acl.snapshot()
 	for _, k := range slices.Sorted(maps.Keys(s.settings)) {
 		snap.Settings = append(snap.Settings, s.settings[k])
 	}
@@ -261,6 +265,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	for _, st := range snap.Settings {
 		settings[st.Key] = st
 	}
+	acl, err := snap.ACL.restore()
+	if err != nil {
+		return fmt.Errorf("decode snapshot: %w", err)
+	}
 	tables := snap.Tables
 	if tables == nil {
 		tables = map[string]uint64{}
@@ -271,6 +279,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	s.index, s.tables, s.settings, s.work = snap.Index, tables, settings, snap.Work.restore()
 	s.pools = snap.Pools.restore()
 	s.monitor = snap.Monitor.restore()
+	s.acl = acl
 	s.bump()
 	return nil
 }

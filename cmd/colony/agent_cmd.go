@@ -41,6 +41,11 @@ func agentFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "voters", Value: def.Voters, Usage: "target number of Raft voters: 3, or 5 (applied once 5 nodes are eligible)", EnvVars: env("VOTERS")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "bootstrap-expect", Usage: "wait for this many nodes started with the same value, then bootstrap Raft with them (0: off)", EnvVars: env("BOOTSTRAP_EXPECT")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dead-voter-timeout", Value: def.DeadVoterTimeout, Usage: "how long a voter may be dead before the leader replaces it", EnvVars: env("DEAD_VOTER_TIMEOUT")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "acl-enabled", Usage: "require ACL tokens on the API (see `colony acl`); every agent of the cluster must set it", EnvVars: env("ACL_ENABLED")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "acl-default-read", Value: def.ACLDefaultRead, Usage: "with ACLs, what reads without a token get: allow or deny", EnvVars: env("ACL_DEFAULT_READ")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "acl-agent-token", Usage: "secret the agents present to each other (same on every agent, at least 16 characters; `colony keygen` makes one); required with --acl-enabled", EnvVars: env("ACL_AGENT_TOKEN")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "metrics-require-token", Usage: "with ACLs, refuse Prometheus scrapes of the API without a token even when reads are open", EnvVars: env("METRICS_REQUIRE_TOKEN")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics-addr", Usage: "also serve /metrics and /metrics/group, without tokens, on this host:port (a private interface)", EnvVars: env("METRICS_ADDR")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: env("LOG_FORMAT")}),
 	}
@@ -95,6 +100,11 @@ func configFromFlags(c *cli.Context) (agent.Config, error) {
 	cfg.Voters = c.Int("voters")
 	cfg.BootstrapExpect = c.Int("bootstrap-expect")
 	cfg.DeadVoterTimeout = c.Duration("dead-voter-timeout")
+	cfg.ACLEnabled = c.Bool("acl-enabled")
+	cfg.ACLDefaultRead = c.String("acl-default-read")
+	cfg.ACLAgentToken = c.String("acl-agent-token")
+	cfg.MetricsRequireToken = c.Bool("metrics-require-token")
+	cfg.MetricsAddr = c.String("metrics-addr")
 	labels, err := agent.ParseLabels(c.StringSlice("label"))
 	if err != nil {
 		return cfg, fmt.Errorf("--label: %w", err)

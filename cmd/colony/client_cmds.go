@@ -21,11 +21,27 @@ import (
 func clientFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:7070", Usage: "API address of any Colony node", EnvVars: env("HTTP_ADDR")},
+		&cli.StringFlag{Name: "token", Usage: "ACL token sent as X-Colony-Token (needed when the cluster runs with --acl-enabled)", EnvVars: env("TOKEN")},
 	}, extra...)
 }
 
-func client(c *cli.Context) (*agent.Client, context.Context, context.CancelFunc, error) {
+// newClient is the API client for --http-addr, carrying --token.
+func newClient(c *cli.Context) (*agent.Client, error) {
 	cl, err := agent.NewClient(c.String("http-addr"))
+	if err != nil {
+		return nil, err
+	}
+	if tok := c.String("token"); tok != "" {
+		if err := agent.ValidateToken(tok); err != nil {
+			return nil, fmt.Errorf("--token: %w", err)
+		}
+		cl.SetToken(tok)
+	}
+	return cl, nil
+}
+
+func client(c *cli.Context) (*agent.Client, context.Context, context.CancelFunc, error) {
+	cl, err := newClient(c)
 	if err != nil {
 		return nil, nil, nil, err
 	}

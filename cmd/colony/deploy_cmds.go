@@ -44,7 +44,7 @@ func deployCommands() []*cli.Command {
 				ctx, cancel := context.WithTimeout(c.Context, time.Minute)
 				defer cancel()
 				var res agent.WriteResult
-				if err := putRaw(ctx, c.String("http-addr"), "/v1/deployments", b, &res); err != nil {
+				if err := putRaw(ctx, c.String("http-addr"), c.String("token"), "/v1/deployments", b, &res); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "Deployment committed at index %d; the leader places it now (see `colony ps`)\n", res.Index)
@@ -163,6 +163,9 @@ func deployCommands() []*cli.Command {
 				if err != nil {
 					return err
 				}
+				if tok := c.String("token"); tok != "" {
+					req.Header.Set(agent.HeaderToken, tok)
+				}
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					return fmt.Errorf("cannot reach the colony agent at %s: %w", addr, err)
@@ -239,13 +242,16 @@ func simpleWrite(c *cli.Context, method, path string, body any) error {
 
 // putRaw sends a spec file as it is (YAML or JSON) and prints every
 // validation error the agent lists.
-func putRaw(ctx context.Context, addr, path string, body []byte, out any) error {
+func putRaw(ctx context.Context, addr, token, path string, body []byte, out any) error {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
 	req, err := http.NewRequestWithContext(ctx, "PUT", strings.TrimRight(addr, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return err
+	}
+	if token != "" {
+		req.Header.Set(agent.HeaderToken, token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -37,6 +37,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			raftCommand(),
 			settingsCommand(),
+			aclCommand(),
 			keygenCommand(),
 			versionCommand(),
 			antfarmCommand(),
@@ -74,9 +75,13 @@ func flagsFirst(app *cli.App, args []string) []string {
 	}
 	takesValue := map[string]bool{}
 	for _, f := range leaf.Flags {
-		_, isBool := f.(*cli.BoolFlag)
+		// TakesValue, not a type switch: altsrc wraps cli.BoolFlag in its own type.
+		takes := true
+		if tv, ok := f.(interface{ TakesValue() bool }); ok {
+			takes = tv.TakesValue()
+		}
 		for _, n := range f.Names() {
-			takesValue[n] = !isBool
+			takesValue[n] = takes
 		}
 	}
 	out := append([]string{}, args[:i]...)

@@ -33,7 +33,7 @@ func monitorCommands() []*cli.Command {
 				if err := noArgs(c); err != nil {
 					return err
 				}
-				cl, err := agent.NewClient(c.String("http-addr"))
+				cl, err := newClient(c)
 				if err != nil {
 					return err
 				}
