@@ -9,7 +9,7 @@ DATA_DIR  ?= $(CURDIR)/.colony-data
 # Packages with goroutines and shared state run under the race detector.
 RACE_PKGS := ./agent/... ./gossip/... ./consensus/... ./cmd/... ./scaling/...
 
-.PHONY: all build run test test-unit test-race fuzz-seed vet fmt clean image e2e
+.PHONY: all build run test test-unit test-race fuzz-seed vet fmt clean image e2e bench-scale
 
 all: build
 
@@ -53,6 +53,19 @@ image:
 # Only the container chaos suite (also part of `make test`; skipped without a Docker engine).
 e2e:
 	$(GO) test -count=1 -v -timeout 15m ./test/e2e/
+
+# Scale harness (test/scale): N real agents in one process, as processes
+# (N <= PROCS_MAX) and bare memberlist at the same N; results accumulate in
+# SCALE_OUT (results.md, results.csv, *.svg). Heavy: on a shared machine run
+# it under the CPU lock. Example: make bench-scale N=50,100,250 PROFILE=dense
+N          ?= 50,100,250
+PROFILE    ?= lan
+MODES      ?= bare,colony,procs
+PROCS_MAX  ?= 100
+SCALE_OUT  ?= bin/scale
+SCALE_ARGS ?=
+bench-scale: build
+	$(GO) run ./test/scale/cmd/colony-scale -n $(N) -profile $(PROFILE) -modes $(MODES) -procs-max $(PROCS_MAX) -bin $(BIN) -out $(SCALE_OUT) $(SCALE_ARGS)
 
 clean:
 	rm -rf bin $(DATA_DIR)

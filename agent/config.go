@@ -63,7 +63,8 @@ type Config struct {
 	RetryMax int
 	// EncryptKey is the base64 gossip encryption key (16, 24 or 32 bytes).
 	EncryptKey string
-	// GossipProfile selects gossip timers: lan (default), wan or local.
+	// GossipProfile selects gossip timers: lan (default), wan, local or
+	// dense (thousands of members, many per machine: gossip.DenseConfig).
 	GossipProfile string
 	// LeaveTimeout bounds how long a graceful leave waits for the news to spread.
 	LeaveTimeout time.Duration
@@ -170,10 +171,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 		}
 	}
-	switch c.GossipProfile {
-	case "", gossip.ProfileLAN, gossip.ProfileWAN, gossip.ProfileLocal:
-	default:
-		errs = append(errs, fmt.Errorf("gossip profile %q: want lan, wan or local", c.GossipProfile))
+	if _, err := gossip.MemberlistConfig(c.GossipProfile); err != nil {
+		errs = append(errs, err)
 	}
 	if c.RaftPort < 0 || c.RaftPort > 65535 {
 		errs = append(errs, fmt.Errorf("raft port %d out of range 0-65535", c.RaftPort))

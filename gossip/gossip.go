@@ -85,7 +85,55 @@ const (
 	ProfileLAN   = "lan"   // memberlist.DefaultLANConfig: a data centre network
 	ProfileWAN   = "wan"   // memberlist.DefaultWANConfig: slow or distant links
 	ProfileLocal = "local" // memberlist.DefaultLocalConfig: loopback and tests
+	ProfileDense = "dense" // many agents per machine, or a join storm of thousands: see DenseConfig
 )
+
+// DenseConfig is memberlist's configuration for the "dense" profile: LAN
+// defaults with timers and queues sized for thousands of members that share
+// CPUs (many agents per machine) or join at once (a fleet booting together).
+//
+//   - Probes every 2 s with a 1.5 s timeout and a suspicion multiplier of 6: a
+//     member starved of CPU for a second is not suspected, and one that is
+//     gets ample time to refute. Lifeguard's awareness (up to 8x) stretches
+//     this further on a node that sees itself missing its own deadlines.
+//   - Gossip every 200 ms to 4 members, each message retransmitted 4·log(N)
+//     times: a join storm's alive messages spread before the queues drop them.
+//   - A push/pull full-state sync every 60 s (memberlist stretches it with
+//     log N) with a random member, never a fixed one.
+//   - Inbound message queue of 16384 (memberlist: 1024): the seed of a join
+//     storm receives bursts far larger than 1024 packets.
+func DenseConfig() *memberlist.Config {
+	mc := memberlist.DefaultLANConfig()
+	mc.ProbeInterval = 2 * time.Second
+	mc.ProbeTimeout = 1500 * time.Millisecond
+	mc.SuspicionMult = 6
+	mc.SuspicionMaxTimeoutMult = 6
+	mc.AwarenessMaxMultiplier = 8
+	mc.GossipInterval = 200 * time.Millisecond
+	mc.GossipNodes = 4
+	mc.RetransmitMult = 4
+	mc.GossipToTheDeadTime = 60 * time.Second
+	mc.PushPullInterval = 60 * time.Second
+	mc.HandoffQueueDepth = 16384
+	mc.TCPTimeout = 15 * time.Second
+	return mc
+}
+
+// MemberlistConfig returns memberlist's base configuration for a profile
+// (empty means lan), before Colony's own settings are applied.
+func MemberlistConfig(profile string) (*memberlist.Config, error) {
+	switch profile {
+	case "", ProfileLAN:
+		return memberlist.DefaultLANConfig(), nil
+	case ProfileWAN:
+		return memberlist.DefaultWANConfig(), nil
+	case ProfileLocal:
+		return memberlist.DefaultLocalConfig(), nil
+	case ProfileDense:
+		return DenseConfig(), nil
+	}
+	return nil, fmt.Errorf("unknown gossip profile %q (want lan, wan, local or dense)", profile)
+}
 
 // Config configures one gossip instance.
 type Config struct {
@@ -102,7 +150,8 @@ type Config struct {
 	Meta Meta
 	// SecretKey, when set, encrypts all gossip (AES, 16, 24 or 32 bytes).
 	SecretKey []byte
-	// Profile selects memberlist's timers: ProfileLAN (default), ProfileWAN or ProfileLocal.
+	// Profile selects memberlist's timers: ProfileLAN (default), ProfileWAN,
+	// ProfileLocal or ProfileDense.
 	Profile string
 	// ReapTimeout is how long dead and left members stay listed.
 	ReapTimeout time.Duration
@@ -156,10 +205,8 @@ func (c *Config) Validate() error {
 	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		errs = append(errs, fmt.Errorf("encryption key is %d bytes: it must be 16, 24 or 32", n))
 	}
-	switch c.Profile {
-	case "", ProfileLAN, ProfileWAN, ProfileLocal:
-	default:
-		errs = append(errs, fmt.Errorf("unknown gossip profile %q (want lan, wan or local)", c.Profile))
+	if _, err := MemberlistConfig(c.Profile); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ReconnectInterval < 0 {
 		errs = append(errs, errors.New("reconnect interval is negative"))
@@ -211,15 +258,7 @@ func New(cfg Config) (*Gossip, error) {
 	g := &Gossip{cfg: cfg, logger: logger, meta: meta, members: map[string]*Member{}}
 	g.route, g.ctr = newRoute()
 
-	var mc *memberlist.Config
-	switch cfg.Profile {
-	case ProfileWAN:
-		mc = memberlist.DefaultWANConfig()
-	case ProfileLocal:
-		mc = memberlist.DefaultLocalConfig()
-	default:
-		mc = memberlist.DefaultLANConfig()
-	}
+	mc, _ := MemberlistConfig(cfg.Profile) // validated above
 	mc.Name = cfg.NodeName
 	mc.BindAddr = cfg.BindAddr
 	if mc.BindAddr == "" {

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	gometrics "github.com/hashicorp/go-metrics"
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -211,4 +212,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.bytesRecv, prometheus.CounterValue, float64(st.UDPBytesReceived), "udp")
 	ch <- prometheus.MustNewConstMetric(c.bytesRecv, prometheus.CounterValue, float64(st.TCPBytesReceived), "tcp")
 	ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(st.RejectedNodes))
+}
+
+// Instrument routes the metrics of a memberlist that Colony does not wrap
+// (the scale harness runs bare memberlist beside Colony) to counters like
+// Gossip.Stats. Call it before memberlist.Create; release drops the route.
+func Instrument(mc *memberlist.Config) (stats func() Stats, release func()) {
+	token, c := newRoute()
+	mc.MetricLabels = append(mc.MetricLabels, gometrics.Label{Name: routeLabel, Value: token})
+	return c.snapshot, func() { dropRoute(token) }
 }

@@ -36,7 +36,7 @@ func agentFlags() []cli.Flag {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retry-interval", Value: def.RetryInterval, Usage: "wait before the first join retry; doubles up to 30s", EnvVars: env("RETRY_INTERVAL")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retry-max", Value: def.RetryMax, Usage: "join attempts before giving up (0: forever)", EnvVars: env("RETRY_MAX")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "encrypt", Usage: "base64 gossip encryption key (make one with `colony keygen`)", EnvVars: env("ENCRYPT")}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "gossip-profile", Value: def.GossipProfile, Usage: "gossip timers: lan, wan or local (loopback tests)", EnvVars: env("GOSSIP_PROFILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "gossip-profile", Aliases: []string{"profile"}, Value: def.GossipProfile, Usage: "gossip timers: lan, wan, local (loopback tests) or dense (thousands of nodes, many per machine)", EnvVars: env("GOSSIP_PROFILE")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "raft-port", Value: def.RaftPort, Usage: "Raft port (TCP) used when this node is a voter", EnvVars: env("RAFT_PORT")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "voters", Value: def.Voters, Usage: "target number of Raft voters: 3, or 5 (applied once 5 nodes are eligible)", EnvVars: env("VOTERS")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "bootstrap-expect", Usage: "wait for this many nodes started with the same value, then bootstrap Raft with them (0: off)", EnvVars: env("BOOTSTRAP_EXPECT")}),

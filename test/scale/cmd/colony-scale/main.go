@@ -1,0 +1,93 @@
+// Command colony-scale runs Colony's scale harness (package colony/test/scale):
+//
+//	make bench-scale N=50,100,250 PROFILE=dense
+//	go run ./test/scale/cmd/colony-scale -n 250 -modes bare,colony -profile dense -out bin/scale
+//
+// It appends its results to OUT/results.csv and rewrites OUT/results.md
+// and the SVG plots OUT/*.svg from every result held there.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"colony/test/scale"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "colony-scale:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	o := scale.DefaultOptions()
+	ns := flag.String("n", "50,100,250", "cluster sizes, comma-separated")
+	modes := flag.String("modes", strings.Join(o.Modes, ","), "what to run at each N: bare (memberlist alone), colony (agents in this process), procs (one process per agent)")
+	flag.StringVar(&o.Profile, "profile", o.Profile, "gossip profile of every node: lan, dense, local or wan")
+	flag.IntVar(&o.ProcsMax, "procs-max", o.ProcsMax, "largest N run in process mode")
+	flag.IntVar(&o.JoinParallel, "join-parallel", o.JoinParallel, "nodes joining at the same time (1: one by one)")
+	flag.DurationVar(&o.Settle, "settle", o.Settle, "wait after the phases before measuring steady state")
+	flag.DurationVar(&o.Steady, "steady", o.Steady, "steady-state measurement window")
+	flag.DurationVar(&o.Timeout, "timeout", o.Timeout, "give up waiting for the phases after this")
+	flag.BoolVar(&o.Deploy, "deploy", o.Deploy, "deploy one instance per node and time it")
+	flag.StringVar(&o.Binary, "bin", "bin/colony", "colony binary for process mode")
+	flag.StringVar(&o.Out, "out", o.Out, "output directory: results.csv, results.md, *.svg, agent logs")
+	flag.StringVar(&o.ColonyNet, "colony-net", o.ColonyNet, "first two octets of the Colony agents' loopback addresses")
+	flag.StringVar(&o.BareNet, "bare-net", o.BareNet, "first two octets of the bare memberlist nodes' loopback addresses")
+	flag.IntVar(&o.Base, "base", o.Base, "third octet of the first node's address")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	flag.Parse()
+
+	o.N = nil
+	for _, s := range strings.Split(*ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 50000 {
+			return fmt.Errorf("-n: %q is not a cluster size (1-50000)", s)
+		}
+		o.N = append(o.N, n)
+	}
+	o.Modes = nil
+	for _, m := range strings.Split(*modes, ",") {
+		switch m = strings.TrimSpace(m); m {
+		case scale.ModeBare, scale.ModeColony, scale.ModeProcs:
+			o.Modes = append(o.Modes, m)
+		default:
+			return fmt.Errorf("-modes: unknown mode %q (want bare, colony or procs)", m)
+		}
+	}
+	if o.JoinParallel < 1 {
+		return fmt.Errorf("-join-parallel must be at least 1")
+	}
+	o.Log = os.Stdout
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	results := scale.Run(ctx, o)
+	merged, err := scale.Write(o.Out, results)
+	if err != nil {
+		return err
+	}
+	fmt.Println()
+	fmt.Print(scale.Markdown(merged))
+	fmt.Printf("\ntable: %s/results.md and results.csv; plots: %s/*.svg\n", o.Out, o.Out)
+	return nil
+}

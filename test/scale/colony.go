@@ -1,0 +1,157 @@
+package scale
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"colony/agent"
+	"colony/gossip"
+)
+
+// colonyCluster is N Colony agents in this process, each on its own
+// loopback address with the default ports, built with agent.New like the
+// binary builds them.
+type colonyCluster struct {
+	o      *Options
+	n      int
+	dir    string
+	logf   *os.File
+	mu     sync.Mutex
+	agents []*agent.Agent
+	*api
+}
+
+func newColonyCluster(o *Options, n int) *colonyCluster {
+	c := &colonyCluster{o: o, n: n}
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = addr(o.ColonyNet, o.Base, i) + ":7070"
+	}
+	c.api = newAPI(addrs)
+	return c
+}
+
+func (c *colonyCluster) size() int { return c.n }
+
+func (c *colonyCluster) config(i int) agent.Config {
+	ip := addr(c.o.ColonyNet, c.o.Base, i)
+	cfg := agent.DefaultConfig()
+	cfg.NodeName = fmt.Sprintf("c%05d", i)
+	cfg.DataDir = filepath.Join(c.dir, cfg.NodeName)
+	cfg.BindAddr = ip
+	cfg.HTTPAddr = ip + ":7070"
+	cfg.GossipProfile = c.o.Profile
+	cfg.RetryInterval = time.Second
+	cfg.RetryMax = 10
+	cfg.Logger = slog.New(slog.NewTextHandler(c.logf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if i > 0 {
+		cfg.Join = []string{addr(c.o.ColonyNet, c.o.Base, 0) + ":7946"}
+	}
+	return cfg
+}
+
+func (c *colonyCluster) start(ctx context.Context) error {
+	var err error
+	if c.dir, err = os.MkdirTemp("", "colony-scale-"); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.o.Out, 0o755); err != nil {
+		return err
+	}
+	if c.logf, err = os.Create(filepath.Join(c.o.Out, fmt.Sprintf("agents-%s-%s-%d.log", ModeColony, c.o.Profile, c.n))); err != nil {
+		return err
+	}
+	c.agents = make([]*agent.Agent, c.n)
+	startOne := func(i int) error {
+		a, err := agent.New(c.config(i))
+		if err != nil {
+			return fmt.Errorf("agent %d: %w", i, err)
+		}
+		c.mu.Lock()
+		c.agents[i] = a
+		c.mu.Unlock()
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		if err := a.Start(sctx); err != nil {
+			return fmt.Errorf("agent %d: %w", i, err)
+		}
+		return nil
+	}
+	if err := startOne(0); err != nil {
+		return err
+	}
+	var failed atomic.Value
+	forEach(c.n-1, max(1, c.o.JoinParallel), func(i int) {
+		if failed.Load() != nil || ctx.Err() != nil {
+			return
+		}
+		if err := startOne(i + 1); err != nil {
+			failed.Store(err)
+		}
+	})
+	if err, _ := failed.Load().(error); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+func (c *colonyCluster) converged(ctx context.Context) (bool, error) {
+	for _, a := range c.agents {
+		if k := a.Gossip().NumAlive(); k != c.n {
+			return false, fmt.Errorf("%s sees %d of %d", a.Name(), k, c.n)
+		}
+	}
+	return true, nil
+}
+
+func (c *colonyCluster) sample(ctx context.Context) (counters, error) {
+	var s counters
+	c.mu.Lock()
+	for _, a := range c.agents {
+		if a == nil {
+			continue
+		}
+		st := a.Gossip().Stats()
+		s.bytes += st.UDPBytesSent + st.TCPBytesSent
+		s.suspicions += st.Suspicions
+		s.dead += st.DeadMessages
+	}
+	c.mu.Unlock()
+	s.cpu = selfCPU()
+	s.rss, s.peakRSS = procStatus("self")
+	s.goroutines = runtime.NumGoroutine()
+	return s, nil
+}
+
+func (c *colonyCluster) notAlive(ctx context.Context) int {
+	bad := 0
+	for _, a := range c.agents {
+		for _, m := range a.Gossip().Members() {
+			if m.Status != gossip.StatusAlive {
+				bad++
+			}
+		}
+	}
+	return bad
+}
+
+func (c *colonyCluster) stop() {
+	forEach(len(c.agents), 64, func(i int) {
+		if a := c.agents[i]; a != nil {
+			_ = a.Shutdown()
+		}
+	})
+	if c.logf != nil {
+		_ = c.logf.Close()
+	}
+	if c.dir != "" {
+		_ = os.RemoveAll(c.dir)
+	}
+}

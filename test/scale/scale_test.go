@@ -1,0 +1,68 @@
+package scale
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"colony/test/harness"
+)
+
+// TestHarnessSmall runs the whole harness at a small N: 20 agents and 20
+// bare memberlist nodes in this process, 5 agent processes. It checks that
+// every phase is reached and that the table and plots are written; the
+// figures themselves are for make bench-scale, not for assertions.
+func TestHarnessSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 45 nodes")
+	}
+	o := DefaultOptions()
+	o.N = []int{5, 20}
+	o.ProcsMax = 5
+	o.Base = 100 // 127.2.100.x, 127.3.100.x; processes on 127.2.250.x
+	o.Settle, o.Steady, o.Pause, o.Timeout = time.Second, 3*time.Second, 500*time.Millisecond, 90*time.Second
+	o.Binary = harness.Binary(t)
+	o.Out = t.TempDir()
+	o.Log = testWriter{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	results := Run(ctx, o)
+	if len(results) != 5 {
+		t.Fatalf("%d results, want 5 (bare and colony at 5 and 20, procs at 5)", len(results))
+	}
+	for _, r := range results {
+		if r.Err != "" || r.Converge < 0 {
+			t.Errorf("%s N=%d: %s (converge %s)", r.Mode, r.N, r.Err, r.Converge)
+		}
+		if r.Mode != ModeBare && (r.Leader < 0 || r.Plan < 0 || r.Deploy < 0) {
+			t.Errorf("%s N=%d: a phase was not reached: %s", r.Mode, r.N, r.summary())
+		}
+		if r.FalseDead > 0 || r.NotAlive > 0 {
+			t.Errorf("%s N=%d: nodes seen dead: %s", r.Mode, r.N, r.summary())
+		}
+	}
+	merged, err := Write(o.Out, results)
+	if err != nil || len(merged) != 5 {
+		t.Fatalf("write: %d rows, %v", len(merged), err)
+	}
+	md, _ := os.ReadFile(filepath.Join(o.Out, "results.md"))
+	if !strings.Contains(string(md), "× bare") {
+		t.Errorf("no Colony/bare ratio in the table:\n%s", md)
+	}
+	for _, f := range figures {
+		b, err := os.ReadFile(filepath.Join(o.Out, f.file))
+		if err != nil || !strings.Contains(string(b), "<circle") {
+			t.Errorf("plot %s: %v", f.file, err)
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
