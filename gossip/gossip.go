@@ -419,7 +419,7 @@ func (g *Gossip) Join(ctx context.Context, addrs []string, p RetryPolicy) (int, 
 		g.mu.Lock()
 		g.conflict = nil
 		g.mu.Unlock()
-		n, err := g.ml.Join(addrs)
+		n, err := g.joinOnce(addrs)
 		g.mu.Lock()
 		conflict := g.conflict
 		g.mu.Unlock()
@@ -444,6 +444,33 @@ func (g *Gossip) Join(ctx context.Context, addrs []string, p RetryPolicy) (int, 
 		}
 		wait = min(maxWait, wait*2) + time.Duration(rand.Int64N(int64(wait/4)+1))
 	}
+}
+
+// joinOnce makes one join attempt. memberlist contacts every address
+// given, each with a full-state sync; the dense profile instead tries them
+// one at a time in random order and stops at the first that answers: one
+// full state per join instead of one per address, spread over the seeds
+// (or the 64 saved peers of a restart) instead of landing on every one of
+// them, which under a join or restart storm of thousands is what melts them.
+func (g *Gossip) joinOnce(addrs []string) (int, error) {
+	if g.cfg.Profile != ProfileDense || len(addrs) == 1 {
+		return g.ml.Join(addrs)
+	}
+	var errs []error
+	for _, i := range rand.Perm(len(addrs)) {
+		n, err := g.ml.Join(addrs[i : i+1])
+		if n > 0 {
+			return n, nil
+		}
+		errs = append(errs, err)
+		g.mu.Lock()
+		conflict := g.conflict
+		g.mu.Unlock()
+		if conflict != nil {
+			break
+		}
+	}
+	return 0, errors.Join(errs...)
 }
 
 // flatten turns memberlist's multi-line multierror into one log-friendly line.

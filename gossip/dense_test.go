@@ -1,0 +1,57 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// TestDenseJoinContactsOneAddress: with the dense profile a join given
+// several addresses syncs with one that answers, not with all of them, and
+// a dead address in the list does not fail the join.
+func TestDenseJoinContactsOneAddress(t *testing.T) {
+	node := func(name, ip string) *Gossip {
+		cfg := DefaultConfig()
+		cfg.NodeName = name
+		cfg.BindAddr = ip // the scale harness's subnet
+		cfg.BindPort = 0
+		cfg.Profile = ProfileDense
+		cfg.Meta = Meta{ID: uuid.New(), CPUs: 1, OS: "linux"}
+		g, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.Shutdown() })
+		return g
+	}
+	var seeds []string
+	for i := 1; i <= 3; i++ {
+		g := node(fmt.Sprintf("seed%d", i), fmt.Sprintf("127.2.201.%d", i))
+		seeds = append(seeds, g.cfg.BindAddr+":"+fmt.Sprint(g.localPort))
+	}
+	g := node("joiner", "127.2.201.9")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := g.Join(ctx, append([]string{"127.2.201.8:1"}, seeds...), RetryPolicy{Interval: 50 * time.Millisecond, Max: 3})
+	if err != nil || n != 1 {
+		t.Fatalf("dense join contacted %d (%v), want exactly 1", n, err)
+	}
+}
+
+func TestProfiles(t *testing.T) {
+	for _, p := range []string{"", ProfileLAN, ProfileWAN, ProfileLocal, ProfileDense} {
+		if _, err := MemberlistConfig(p); err != nil {
+			t.Errorf("%q: %v", p, err)
+		}
+	}
+	if _, err := MemberlistConfig("huge"); err == nil {
+		t.Error("unknown profile accepted")
+	}
+	d := DenseConfig()
+	if d.ProbeTimeout >= d.ProbeInterval || d.HandoffQueueDepth < 1024 {
+		t.Errorf("dense config inconsistent: %+v", d)
+	}
+}
