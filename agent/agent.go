@@ -365,19 +365,41 @@ func (a *Agent) peersLoop() {
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
 	save := func() {
-		var peers []string
+		live := map[string]bool{}
+		var fresh []string
 		for _, m := range a.gossip.Members() {
 			if m.Name != a.cfg.NodeName && (m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect) {
-				peers = append(peers, m.Address())
+				live[m.Address()] = true
+				fresh = append(fresh, m.Address())
 			}
 		}
 		// Keep the last known peers when this node is alone (e.g. shutting
 		// down, or cut off): an empty list would strand the next start.
-		if len(peers) == 0 || slices.Equal(peers, saved) {
+		if len(live) == 0 {
 			return
 		}
-		if len(peers) > 64 {
-			peers = peers[:64] // enough to find the cluster; bounded file
+		// Saved peers still alive stay; only dead ones are replaced and the
+		// list filled up to 64 (enough to find the cluster; bounded file).
+		// So a join storm of thousands does not rewrite (and fsync) the file
+		// on every node at every membership change.
+		peers := make([]string, 0, 64)
+		kept := map[string]bool{}
+		for _, p := range saved {
+			if live[p] && len(peers) < 64 {
+				peers = append(peers, p)
+				kept[p] = true
+			}
+		}
+		for _, p := range fresh {
+			if len(peers) >= 64 {
+				break
+			}
+			if !kept[p] {
+				peers = append(peers, p)
+			}
+		}
+		if slices.Equal(peers, saved) {
+			return
 		}
 		if err := a.dir.savePeers(peers); err != nil {
 			a.logger.Warn("could not save peers", "subsystem", "agent", "error", err)

@@ -75,6 +75,11 @@ type nodeMonitor struct {
 	committed      *monitor.Plan
 	committedIndex uint64
 	commitErr      string
+	// The plan computed at the previous tick and when a plan was last
+	// committed: while members keep joining, a new plan is committed only
+	// every planCommitMaxDelay (see monitorPlanTick).
+	lastComputed *monitor.Plan
+	lastCommit   time.Time
 
 	rulesText string // the monitor.rules setting the evaluator was built from
 	rulesAt   time.Time
@@ -200,9 +205,19 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 			m.committed = &old
 		}
 	}
+	held := samePlan(m.lastComputed, p)
+	m.lastComputed = p
 	if old := m.committed; old != nil {
 		p.Version = old.Version
-		if monitor.Diff(old, p) == 0 && old.RootID == p.RootID && old.Depth == p.Depth {
+		if samePlan(old, p) {
+			return
+		}
+		// Every commit sends the whole plan (~80 bytes a node) to every
+		// node's blocking query: under a join storm of thousands, one
+		// commit per Raft tick would be O(N²) bytes a second. So commit
+		// once the membership has held still for a tick, or at least
+		// every planCommitMaxDelay while it keeps changing.
+		if !held && time.Since(m.lastCommit) < planCommitMaxDelay {
 			return
 		}
 	}
@@ -221,7 +236,29 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 		return
 	}
 	m.commitErr = ""
+	m.lastCommit = time.Now()
 	a.logger.Info("monitoring plan committed", "subsystem", "monitor", "version", p.Version, "nodes", p.Len(), "depth", p.Depth, "root", p.RootID, "bytes", len(body))
+}
+
+// planCommitMaxDelay bounds how long the leader holds back a changed
+// monitoring plan while the membership keeps changing.
+const planCommitMaxDelay = 10 * time.Second
+
+// samePlan reports whether two plans place the same nodes under the same
+// parents, with the same root and depth.
+func samePlan(a, b *monitor.Plan) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.RootID != b.RootID || a.Depth != b.Depth || a.Len() != b.Len() {
+		return false
+	}
+	for id, parent := range a.Parents {
+		if np, ok := b.Parents[id]; !ok || np != parent {
+			return false
+		}
+	}
+	return true
 }
 
 // followPlan keeps the node's copy of the committed plan current.

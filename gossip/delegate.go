@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -92,7 +93,7 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 		if err != nil || ip == nil || since.After(now) || (g.cfg.ReapTimeout > 0 && now.Sub(since) > g.cfg.ReapTimeout) {
 			continue
 		}
-		g.members[r.Name] = &Member{Name: r.Name, Addr: ip, Port: r.Port, Status: r.Status, Since: since, Meta: *meta}
+		g.remember(&Member{Name: r.Name, Addr: ip, Port: r.Port, Status: r.Status, Since: since, Meta: *meta, raw: r.Meta})
 	}
 }
 
@@ -166,11 +167,14 @@ func (d *delegate) record(n *memberlist.Node, st Status) {
 		}
 		meta = &prev.Meta
 	}
-	m := &Member{Name: n.Name, Addr: append([]byte(nil), n.Addr...), Port: n.Port, Status: st, Since: time.Now(), Meta: *meta}
+	m := &Member{Name: n.Name, Addr: append([]byte(nil), n.Addr...), Port: n.Port, Status: st, Since: time.Now(), Meta: *meta, raw: append([]byte(nil), n.Meta...)}
+	if err != nil {
+		m.raw = prev.raw
+	}
 	if known && prev.Status == st {
 		m.Since = prev.Since
 	}
-	g.members[n.Name] = m
+	g.remember(m)
 	g.mu.Unlock()
 	if !known || prev.Status != st {
 		g.logger.Info("member "+st.String(), "member", n.Name, "addr", m.Address())
@@ -184,6 +188,17 @@ func (d *delegate) record(n *memberlist.Node, st Status) {
 // undecodable metadata or a stolen identity out of this node's view.
 func (d *delegate) NotifyAlive(n *memberlist.Node) error {
 	g := d.g()
+	// memberlist asks for every alive message and for every member of
+	// every push/pull: a live member already known with the same address
+	// and metadata passed these checks when it was first seen. Without
+	// this, each push/pull costs O(N) decodes under memberlist's lock.
+	g.mu.Lock()
+	if m, ok := g.members[n.Name]; ok && (m.Status == StatusAlive || m.Status == StatusSuspect) &&
+		m.Port == n.Port && m.Addr.Equal(n.Addr) && m.raw != nil && bytes.Equal(m.raw, n.Meta) {
+		g.mu.Unlock()
+		return nil
+	}
+	g.mu.Unlock()
 	meta, err := DecodeMeta(n.Meta)
 	if err != nil {
 		g.ctr.rejected.Add(1)
@@ -237,14 +252,14 @@ func (d *delegate) checkIdentity(name, addr string, meta *Meta) error {
 	case name != g.cfg.NodeName && meta.ID == local:
 		return fmt.Errorf("%w: node %q at %s already has ID %s, which this node (%q) also has; the data dir was probably copied from another node (e.g. baked into an image)", ErrDuplicateID, name, addr, local, g.cfg.NodeName)
 	}
-	for other, m := range g.members {
-		live := m.Status == StatusAlive || m.Status == StatusSuspect
-		if other != name && m.Meta.ID == meta.ID && live {
+	live := func(m *Member) bool { return m.Status == StatusAlive || m.Status == StatusSuspect }
+	for other := range g.byID[meta.ID] {
+		if m := g.members[other]; other != name && m != nil && live(m) {
 			return fmt.Errorf("%w: node %q at %s claims ID %s, already used by live node %q at %s", ErrDuplicateID, name, addr, meta.ID, other, m.Address())
 		}
-		if other == name && m.Meta.ID != meta.ID && live && m.Address() != addr {
-			return fmt.Errorf("%w: %q at %s has ID %s, but live node %q at %s has ID %s", ErrDuplicateName, name, addr, meta.ID, name, m.Address(), m.Meta.ID)
-		}
+	}
+	if m, ok := g.members[name]; ok && m.Meta.ID != meta.ID && live(m) && m.Address() != addr {
+		return fmt.Errorf("%w: %q at %s has ID %s, but live node %q at %s has ID %s", ErrDuplicateName, name, addr, meta.ID, name, m.Address(), m.Meta.ID)
 	}
 	return nil
 }

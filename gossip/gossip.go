@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	gometrics "github.com/hashicorp/go-metrics"
 	"github.com/hashicorp/memberlist"
 )
@@ -64,6 +65,8 @@ type Member struct {
 	Status Status
 	Since  time.Time // when this node last saw the status change
 	Meta   Meta
+
+	raw []byte // Meta as gossiped: an alive message carrying the same bytes needs no checks
 }
 
 // Address is the member's gossip address as host:port.
@@ -229,9 +232,10 @@ type Gossip struct {
 	ctr    *counters
 
 	mu       sync.Mutex
-	meta     []byte             // encoded local metadata
-	members  map[string]*Member // by node name, including this node
-	conflict error              // set when a merge was refused during a join
+	meta     []byte                        // encoded local metadata
+	members  map[string]*Member            // by node name, including this node
+	byID     map[uuid.UUID]map[string]bool // names in members by node ID (identity checks in O(1))
+	conflict error                         // set when a merge was refused during a join
 
 	leavePropagate time.Duration // how long Leave keeps answering probes
 	localIP        net.IP        // advertised gossip address, fixed at New
@@ -255,7 +259,7 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	logger = logger.With("subsystem", "gossip")
 	meta, _ := cfg.Meta.Encode() // validated above
-	g := &Gossip{cfg: cfg, logger: logger, meta: meta, members: map[string]*Member{}}
+	g := &Gossip{cfg: cfg, logger: logger, meta: meta, members: map[string]*Member{}, byID: map[uuid.UUID]map[string]bool{}}
 	g.route, g.ctr = newRoute()
 
 	mc, _ := MemberlistConfig(cfg.Profile) // validated above
@@ -512,7 +516,7 @@ func (g *Gossip) Members() []Member {
 	out := make([]Member, 0, len(g.members))
 	for name, m := range g.members {
 		if (m.Status == StatusDead || m.Status == StatusLeft) && g.cfg.ReapTimeout > 0 && now.Sub(m.Since) > g.cfg.ReapTimeout {
-			delete(g.members, name)
+			g.forget(name)
 			continue
 		}
 		c := *m
@@ -566,6 +570,37 @@ func (g *Gossip) Shutdown() error {
 		dropRoute(g.route)
 	})
 	return g.shutdownErr
+}
+
+// remember stores a member and indexes it by ID; g.mu must be held.
+func (g *Gossip) remember(m *Member) {
+	if prev, ok := g.members[m.Name]; ok && prev.Meta.ID != m.Meta.ID {
+		g.unindex(prev)
+	}
+	g.members[m.Name] = m
+	names := g.byID[m.Meta.ID]
+	if names == nil {
+		names = map[string]bool{}
+		g.byID[m.Meta.ID] = names
+	}
+	names[m.Name] = true
+}
+
+// forget drops a member; g.mu must be held.
+func (g *Gossip) forget(name string) {
+	if m, ok := g.members[name]; ok {
+		g.unindex(m)
+		delete(g.members, name)
+	}
+}
+
+func (g *Gossip) unindex(m *Member) {
+	if names := g.byID[m.Meta.ID]; names != nil {
+		delete(names, m.Name)
+		if len(names) == 0 {
+			delete(g.byID, m.Meta.ID)
+		}
+	}
 }
 
 func statusOf(s memberlist.NodeStateType) Status {
