@@ -516,13 +516,7 @@ func (m *nodeMonitor) sample(now time.Time) *monitor.Summary {
 	s := &monitor.Summary{Time: now.UnixMilli(), Nodes: map[string]uint64{"alive": 1}}
 	s.Observe(monitorSampleMetric, float64(now.UnixMilli())/1000)
 	m.hostMetrics(s, now, dims)
-	alive := 0
-	for _, g := range a.gossip.Members() {
-		if g.Status == gossip.StatusAlive {
-			alive++
-		}
-	}
-	s.Observe("members_alive", float64(alive), dims...)
+	s.Observe("members_alive", float64(a.gossip.CountAlive()), dims...)
 	s.Observe("gossip_health_score", float64(a.gossip.Memberlist().GetHealthScore()), dims...)
 	if a.runner != nil {
 		seen := map[string]bool{}

@@ -181,12 +181,11 @@ func (a *Agent) consensusMembers() []consensus.Member {
 
 // memberByID finds a member by node ID in the gossip view.
 func (a *Agent) memberByID(id string) (gossip.Member, bool) {
-	for _, m := range a.gossip.Members() {
-		if m.Meta.ID.String() == id {
-			return m, true
-		}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return gossip.Member{}, false
 	}
-	return gossip.Member{}, false
+	return a.gossip.MemberByID(u)
 }
 
 // apiAddr is a member's HTTP API address.

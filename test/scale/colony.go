@@ -88,6 +88,9 @@ func (c *colonyCluster) start(ctx context.Context) error {
 		return err
 	}
 	var failed atomic.Value
+	var joined atomic.Int64
+	t0, last := time.Now(), time.Now()
+	var lastMu sync.Mutex
 	forEach(c.n-1, max(1, c.o.JoinParallel), func(i int) {
 		if failed.Load() != nil || ctx.Err() != nil {
 			return
@@ -95,6 +98,13 @@ func (c *colonyCluster) start(ctx context.Context) error {
 		if err := startOne(i + 1); err != nil {
 			failed.Store(err)
 		}
+		k := joined.Add(1)
+		lastMu.Lock()
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			c.o.logf("colony: %d of %d joined after %s", k+1, c.n, secs(time.Since(t0)))
+		}
+		lastMu.Unlock()
 	})
 	if err, _ := failed.Load().(error); err != nil {
 		return err

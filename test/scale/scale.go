@@ -205,7 +205,9 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 	resetPeakRSS()
 	base, _ := c.sample(ctx)
 	t0 := time.Now()
-	if err := c.start(ctx); err != nil {
+	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	if err := c.start(sctx); err != nil {
 		r.Err = err.Error()
 		return r
 	}
