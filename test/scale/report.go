@@ -15,7 +15,7 @@ import (
 
 var csvHeader = []string{"mode", "profile", "n", "converge_s", "leader_s", "plan_s", "deploy_s", "join_s",
 	"cpu_pct_per_node", "gossip_bytes_per_s_per_node", "mem_mb_per_node", "goroutines_per_node",
-	"suspicions_per_min", "join_suspicions", "false_dead", "not_alive", "peak_rss_mb", "error"}
+	"suspicions_per_min", "join_suspicions", "false_dead", "not_alive", "peak_rss_mb", "error", "converge_cpu_s"}
 
 func dsec(d time.Duration) string {
 	if d < 0 {
@@ -28,7 +28,7 @@ func (r Result) row() []string {
 	f := func(v float64, prec int) string { return strconv.FormatFloat(v, 'f', prec, 64) }
 	return []string{r.Mode, r.Profile, strconv.Itoa(r.N), dsec(r.Converge), dsec(r.Leader), dsec(r.Plan), dsec(r.Deploy), dsec(r.JoinTime),
 		f(r.CPUPercent, 3), f(r.BytesPerSec, 0), f(r.MemPerNode/1e6, 2), f(r.Goroutines, 1),
-		f(r.Suspicions, 2), f(r.JoinSuspects, 1), f(r.FalseDead, 1), strconv.Itoa(r.NotAlive), f(float64(r.PeakRSS)/1e6, 0), r.Err}
+		f(r.Suspicions, 2), f(r.JoinSuspects, 1), f(r.FalseDead, 1), strconv.Itoa(r.NotAlive), f(float64(r.PeakRSS)/1e6, 0), r.Err, dsec(r.ConvCPU)}
 }
 
 func parseSec(s string) time.Duration {
@@ -40,16 +40,18 @@ func parseSec(s string) time.Duration {
 }
 
 func fromRow(rec []string) (Result, bool) {
-	if len(rec) != len(csvHeader) || rec[0] == "mode" {
+	if len(rec) < 18 || rec[0] == "mode" {
 		return Result{}, false
 	}
+	rec = append(rec, "") // rows written before converge_cpu_s
+
 	fl := func(s string) float64 { v, _ := strconv.ParseFloat(s, 64); return v }
 	n, _ := strconv.Atoi(rec[2])
 	na, _ := strconv.Atoi(rec[15])
 	return Result{Mode: rec[0], Profile: rec[1], N: n, Converge: parseSec(rec[3]), Leader: parseSec(rec[4]), Plan: parseSec(rec[5]),
 		Deploy: parseSec(rec[6]), JoinTime: parseSec(rec[7]), CPUPercent: fl(rec[8]), BytesPerSec: fl(rec[9]), MemPerNode: fl(rec[10]) * 1e6,
 		Goroutines: fl(rec[11]), Suspicions: fl(rec[12]), JoinSuspects: fl(rec[13]), FalseDead: fl(rec[14]), NotAlive: na,
-		PeakRSS: uint64(fl(rec[16]) * 1e6), Err: rec[17]}, true
+		PeakRSS: uint64(fl(rec[16]) * 1e6), Err: rec[17], ConvCPU: parseSec(rec[18])}, true
 }
 
 // Write merges results into dir/results.csv (a new run of the same mode,
@@ -110,8 +112,8 @@ func Write(dir string, results []Result) ([]Result, error) {
 // Markdown renders the table, with Colony/bare ratios where both ran.
 func Markdown(rs []Result) string {
 	var b strings.Builder
-	b.WriteString("| mode | profile | N | converge | leader+voters | plan | 1 instance/node | CPU %/node | gossip B/s/node | MB/node | suspicions/min | false dead | peak RSS MB | note |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| mode | profile | N | converge | leader+voters | plan | 1 instance/node | CPU-s to converge | CPU %/node | gossip B/s/node | MB/node | suspicions/min | false dead | peak RSS MB | note |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	bare := map[string]Result{}
 	for _, r := range rs {
 		if r.Mode == ModeBare {
@@ -130,8 +132,8 @@ func Markdown(rs []Result) string {
 			}
 			note = strings.TrimPrefix(note+"; "+ratio, "; ")
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %.2f | %.0f | %.2f | %.2f | %.0f | %.0f | %s |\n",
-			r.Mode, r.Profile, r.N, secs(r.Converge), secs(r.Leader), secs(r.Plan), secs(r.Deploy),
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %.2f | %.0f | %.2f | %.2f | %.0f | %.0f | %s |\n",
+			r.Mode, r.Profile, r.N, secs(r.Converge), secs(r.Leader), secs(r.Plan), secs(r.Deploy), secs(r.ConvCPU),
 			r.CPUPercent, r.BytesPerSec, r.MemPerNode/1e6, r.Suspicions, r.FalseDead, float64(r.PeakRSS)/1e6, note)
 	}
 	return b.String()

@@ -90,6 +90,9 @@ type Result struct {
 	Converge, Leader, Plan, Deploy time.Duration
 	// JoinTime is how long starting and joining all N nodes took.
 	JoinTime time.Duration
+	// ConvCPU is the CPU time all nodes used from the start until
+	// membership converged (the harness process, or the sum of the processes).
+	ConvCPU time.Duration
 	// Steady state, per node: CPU in percent of one core, gossip bytes sent
 	// per second, memory (RSS) in bytes.
 	CPUPercent   float64
@@ -213,7 +216,10 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 	}
 	r.JoinTime = time.Since(t0)
 	o.logf("%s: %d nodes started and joined in %s", mode, n, secs(r.JoinTime))
-	r.Converge, r.Leader, r.Plan, r.Deploy = phases(ctx, o, c, mode, t0)
+	r.Converge, r.Leader, r.Plan, r.Deploy, r.ConvCPU = phases(ctx, o, c, mode, t0)
+	if r.ConvCPU > 0 {
+		r.ConvCPU -= base.cpu
+	}
 	sleepCtx(ctx, o.Settle)
 	s0, err := c.sample(ctx)
 	if err != nil {
@@ -250,7 +256,7 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 
 // phases polls the cluster until every phase is reached or the timeout
 // passes, and returns each phase's time since t0 (-1: not reached).
-func phases(ctx context.Context, o *Options, c cluster, mode string, t0 time.Time) (conv, lead, plan, dep time.Duration) {
+func phases(ctx context.Context, o *Options, c cluster, mode string, t0 time.Time) (conv, lead, plan, dep, convCPU time.Duration) {
 	conv, lead, plan, dep = -1, -1, -1, -1
 	colony := mode != ModeBare
 	deployed := false
@@ -262,6 +268,9 @@ func phases(ctx context.Context, o *Options, c cluster, mode string, t0 time.Tim
 		if conv < 0 {
 			if ok, err := c.converged(pctx); ok {
 				conv = time.Since(t0)
+				if s, err := c.sample(pctx); err == nil {
+					convCPU = s.cpu
+				}
 				o.logf("%s: membership converged at %s", mode, secs(conv))
 			} else if err != nil && time.Since(lastLog) > 10*time.Second {
 				o.logf("%s: not converged: %v", mode, err)
