@@ -99,9 +99,12 @@ const (
 //     member starved of CPU for a second is not suspected, and one that is
 //     gets ample time to refute. Lifeguard's awareness (up to 8x) stretches
 //     this further on a node that sees itself missing its own deadlines.
-//   - Gossip every 200 ms to 4 members, each message retransmitted 4·log(N)
-//     times: a join storm's alive messages spread before the queues drop them.
-//   - A push/pull full-state sync every 60 s (memberlist stretches it with
+//   - Gossip every 200 ms to 4 members, each message retransmitted 6·log(N)
+//     times (memberlist: 4): each transmission goes to one random member,
+//     so a member misses a message with probability about e^-limit; with
+//     4·log(N) a burst of 250 joins left some member missing some newcomer
+//     about one run in three, and only a push/pull repairs that.
+//   - A push/pull full-state sync every 30 s (memberlist stretches it with
 //     log N) with a random member, never a fixed one.
 //   - Inbound message queue of 16384 (memberlist: 1024): the seed of a join
 //     storm receives bursts far larger than 1024 packets.
@@ -116,9 +119,9 @@ func DenseConfig() *memberlist.Config {
 	mc.AwarenessMaxMultiplier = 8
 	mc.GossipInterval = 200 * time.Millisecond
 	mc.GossipNodes = 4
-	mc.RetransmitMult = 4
+	mc.RetransmitMult = 6
 	mc.GossipToTheDeadTime = 60 * time.Second
-	mc.PushPullInterval = 60 * time.Second
+	mc.PushPullInterval = 30 * time.Second
 	mc.HandoffQueueDepth = 16384
 	// LZW compression of every gossip packet was a quarter of all CPU at
 	// 500 members (and most of the garbage): it shrinks bytes on the wire
