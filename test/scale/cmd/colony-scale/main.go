@@ -45,7 +45,16 @@ func run() error {
 	flag.StringVar(&o.BareNet, "bare-net", o.BareNet, "first two octets of the bare memberlist nodes' loopback addresses")
 	flag.IntVar(&o.Base, "base", o.Base, "third octet of the first node's address")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	reportOnly := flag.Bool("report", false, "run nothing: rewrite results.md and the plots from OUT/results.csv")
 	flag.Parse()
+	if *reportOnly {
+		merged, err := scale.Write(o.Out, nil)
+		if err != nil {
+			return err
+		}
+		fmt.Print(scale.Markdown(merged))
+		return nil
+	}
 
 	o.N = nil
 	for _, s := range strings.Split(*ns, ",") {
