@@ -289,7 +289,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.goFunc(a.peersLoop)
 	a.logger.Info("agent started", "subsystem", "agent", "id", a.id, "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "version", Version)
 
-	policy := gossip.RetryPolicy{Interval: a.cfg.RetryInterval, Max: a.cfg.RetryMax}
+	policy := gossip.RetryPolicy{Interval: a.cfg.RetryInterval, Max: a.cfg.RetryMax, Jitter: a.cfg.JoinJitter}
 	if len(a.cfg.Join) > 0 {
 		jctx, cancel := context.WithCancel(ctx)
 		defer cancel()

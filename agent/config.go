@@ -61,6 +61,9 @@ type Config struct {
 	RetryInterval time.Duration
 	// RetryMax is the number of join attempts; 0 retries forever.
 	RetryMax int
+	// JoinJitter delays the first join attempt by a random time up to it
+	// (0: none), pacing a fleet that boots at once.
+	JoinJitter time.Duration
 	// EncryptKey is the base64 gossip encryption key (16, 24 or 32 bytes).
 	EncryptKey string
 	// GossipProfile selects gossip timers: lan (default), wan, local or
@@ -159,6 +162,9 @@ func (c *Config) Validate() error {
 		if err := gossip.ValidateLabel(k, v); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.JoinJitter < 0 || c.JoinJitter > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("join jitter %s must be between 0 and 10m", c.JoinJitter))
 	}
 	if c.RetryInterval <= 0 {
 		errs = append(errs, fmt.Errorf("retry interval %s must be positive", c.RetryInterval))

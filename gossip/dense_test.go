@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -38,6 +39,19 @@ func TestDenseJoinContactsOneAddress(t *testing.T) {
 	n, err := g.Join(ctx, append([]string{"127.2.201.8:1"}, seeds...), RetryPolicy{Interval: 50 * time.Millisecond, Max: 3})
 	if err != nil || n != 1 {
 		t.Fatalf("dense join contacted %d (%v), want exactly 1", n, err)
+	}
+
+	// Join pacing: a jittered join still joins, and one whose context
+	// ends during the jitter fails cleanly without contacting anyone.
+	late := node("paced", "127.2.201.10")
+	if n, err := late.Join(ctx, seeds[:1], RetryPolicy{Interval: 50 * time.Millisecond, Max: 3, Jitter: 100 * time.Millisecond}); err != nil || n != 1 {
+		t.Fatalf("paced join: %d %v", n, err)
+	}
+	never := node("cancelled", "127.2.201.11")
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if _, err := never.Join(cctx, seeds[:1], RetryPolicy{Max: 1, Jitter: time.Hour}); !errors.Is(err, ErrJoinFailed) {
+		t.Fatalf("join cancelled during its jitter: %v", err)
 	}
 }
 

@@ -410,6 +410,10 @@ type RetryPolicy struct {
 	MaxInterval time.Duration
 	// Max is the number of attempts; 0 means retry until ctx ends.
 	Max int
+	// Jitter, when positive, delays the first attempt by a random time up
+	// to it: a fleet booting at once then reaches its seed spread over that
+	// window instead of in the same second (join pacing for join storms).
+	Jitter time.Duration
 }
 
 // Join contacts the given addresses (host:port or DNS names) until at least
@@ -426,6 +430,17 @@ func (g *Gossip) Join(ctx context.Context, addrs []string, p RetryPolicy) (int, 
 	maxWait := p.MaxInterval
 	if maxWait <= 0 {
 		maxWait = 30 * time.Second
+	}
+	if p.Jitter > 0 {
+		d := time.Duration(rand.Int64N(int64(p.Jitter)))
+		g.logger.Debug("pacing the join", "delay", d.String())
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, fmt.Errorf("%w: %v", ErrJoinFailed, ctx.Err())
+		case <-t.C:
+		}
 	}
 	var lastErr error
 	for attempt := 1; ; attempt++ {

@@ -34,6 +34,7 @@ func agentFlags() []cli.Flag {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "join", Usage: "address (host:port or DNS name) to join at start; start fails if none answers (repeatable)", EnvVars: env("JOIN")}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "retry-join", Usage: "address to join in the background after start (repeatable)", EnvVars: env("RETRY_JOIN")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "retry-interval", Value: def.RetryInterval, Usage: "wait before the first join retry; doubles up to 30s", EnvVars: env("RETRY_INTERVAL")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "join-jitter", Usage: "wait a random time up to this before the first join attempt, so a fleet booting at once reaches its seed spread out (e.g. 30s with --profile dense)", EnvVars: env("JOIN_JITTER")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retry-max", Value: def.RetryMax, Usage: "join attempts before giving up (0: forever)", EnvVars: env("RETRY_MAX")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "encrypt", Usage: "base64 gossip encryption key (make one with `colony keygen`)", EnvVars: env("ENCRYPT")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "gossip-profile", Aliases: []string{"profile"}, Value: def.GossipProfile, Usage: "gossip timers: lan, wan, local (loopback tests) or dense (thousands of nodes, many per machine)", EnvVars: env("GOSSIP_PROFILE")}),
@@ -94,6 +95,7 @@ func configFromFlags(c *cli.Context) (agent.Config, error) {
 	cfg.RetryJoin = c.StringSlice("retry-join")
 	cfg.RetryInterval = c.Duration("retry-interval")
 	cfg.RetryMax = c.Int("retry-max")
+	cfg.JoinJitter = c.Duration("join-jitter")
 	cfg.EncryptKey = c.String("encrypt")
 	cfg.GossipProfile = c.String("gossip-profile")
 	cfg.RaftPort = c.Int("raft-port")
