@@ -90,8 +90,13 @@ type Config struct {
 	// DropTo, if set, is asked before this node sends anything to addr
 	// (gossip, Raft, API); true drops it. Tests use it for partitions.
 	DropTo func(addr string) bool
-	// MonitorInterval is how often the node samples and pushes its metrics summary (0: 5s).
+	// MonitorInterval is how often the node samples and pushes its metrics
+	// summary (0: 5s; at least MinMonitorInterval otherwise).
 	MonitorInterval time.Duration
+	// MonitorGroupSize is K, the most members of any group of the
+	// monitoring tree (0: 32). The leader's value shapes the plan, so set
+	// the same on every node.
+	MonitorGroupSize int
 	// Logger receives the agent's structured logs; nil discards them.
 	Logger *slog.Logger
 	// TuneGossip, if set, adjusts memberlist's configuration (tests, scale harness).
@@ -194,6 +199,15 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftTick <= 0 {
 		errs = append(errs, fmt.Errorf("raft tick %s must be positive", c.RaftTick))
+	}
+	if c.MonitorInterval < 0 || c.MonitorInterval > 0 && c.MonitorInterval < MinMonitorInterval {
+		errs = append(errs, fmt.Errorf("monitor interval (--monitor-interval) %s: want at least %s (or 0 for the default %s)", c.MonitorInterval, MinMonitorInterval, DefaultMonitorInterval))
+	}
+	if c.MonitorInterval > MaxMonitorInterval {
+		errs = append(errs, fmt.Errorf("monitor interval (--monitor-interval) %s: want at most %s", c.MonitorInterval, MaxMonitorInterval))
+	}
+	if c.MonitorGroupSize != 0 && (c.MonitorGroupSize < 2 || c.MonitorGroupSize > MaxMonitorGroupSize) {
+		errs = append(errs, fmt.Errorf("monitor group size (--monitor-group-size) %d: want 2-%d (or 0 for the default %d)", c.MonitorGroupSize, MaxMonitorGroupSize, DefaultMonitorGroupSize))
 	}
 	if c.LeaveTimeout < 0 {
 		errs = append(errs, errors.New("leave timeout is negative"))

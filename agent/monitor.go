@@ -32,8 +32,21 @@ import (
 // children pushed and pushes one summary to its parent; the root holds the
 // whole cluster. Any node answers /v1/cluster/metrics by asking the root.
 
-// DefaultMonitorInterval is how often a node samples and pushes.
-const DefaultMonitorInterval = 5 * time.Second
+// Monitoring defaults and limits (Config.MonitorInterval and
+// MonitorGroupSize).
+const (
+	// DefaultMonitorInterval is how often a node samples and pushes.
+	DefaultMonitorInterval = 5 * time.Second
+	// MinMonitorInterval and MaxMonitorInterval bound the interval: below
+	// 100ms sampling /proc and pushing costs more than it tells; above an
+	// hour the alarms' grace periods stop meaning anything.
+	MinMonitorInterval = 100 * time.Millisecond
+	MaxMonitorInterval = time.Hour
+	// DefaultMonitorGroupSize is K, the most members in a group.
+	DefaultMonitorGroupSize = 32
+	// MaxMonitorGroupSize is the largest K monitor.Config accepts.
+	MaxMonitorGroupSize = 4096
+)
 
 // tuneMonitor, set by tests only, adjusts the tree (small groups make a
 // deep tree out of a few in-process agents).
@@ -116,6 +129,11 @@ func (a *Agent) monitorState() *nodeMonitor {
 	cfg.MaxAge = max(cfg.MaxAge, 12*cfg.Interval)
 	cfg.NodeDownGrace = max(3*cfg.Interval, min(cfg.NodeDownGrace, 6*cfg.Interval))
 	cfg.Logger = a.logger
+	if k := a.cfg.MonitorGroupSize; k > 0 {
+		// Aim a quarter below K, as the defaults do (24 of 32), so single
+		// joins rarely overflow a group.
+		cfg.GroupSize, cfg.TargetGroupSize = k, min(k, max(2, k*3/4))
+	}
 	if tuneMonitor != nil {
 		tuneMonitor(&cfg)
 	}

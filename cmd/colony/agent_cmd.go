@@ -47,6 +47,8 @@ func agentFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "acl-agent-token", Usage: "secret the agents present to each other (same on every agent, at least 16 characters; `colony keygen` makes one); required with --acl-enabled", EnvVars: env("ACL_AGENT_TOKEN")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "metrics-require-token", Usage: "with ACLs, refuse Prometheus scrapes of the API without a token even when reads are open", EnvVars: env("METRICS_REQUIRE_TOKEN")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics-addr", Usage: "also serve /metrics and /metrics/group, without tokens, on this host:port (a private interface)", EnvVars: env("METRICS_ADDR")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "monitor-interval", Value: agent.DefaultMonitorInterval, Usage: "how often the node samples its metrics and pushes a summary up the monitoring tree (at least 100ms)", EnvVars: env("MONITOR_INTERVAL")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "monitor-group-size", Value: agent.DefaultMonitorGroupSize, Usage: "K: most members per group of the monitoring tree (2-4096; the leader's value shapes the tree, so set the same everywhere)", EnvVars: env("MONITOR_GROUP_SIZE")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: env("LOG_FORMAT")}),
 	}
@@ -107,6 +109,14 @@ func configFromFlags(c *cli.Context) (agent.Config, error) {
 	cfg.ACLAgentToken = c.String("acl-agent-token")
 	cfg.MetricsRequireToken = c.Bool("metrics-require-token")
 	cfg.MetricsAddr = c.String("metrics-addr")
+	cfg.MonitorInterval = c.Duration("monitor-interval")
+	cfg.MonitorGroupSize = c.Int("monitor-group-size")
+	if cfg.MonitorInterval <= 0 {
+		return cfg, fmt.Errorf("--monitor-interval %s: want a positive duration of at least %s", cfg.MonitorInterval, agent.MinMonitorInterval)
+	}
+	if cfg.MonitorGroupSize == 0 {
+		return cfg, fmt.Errorf("--monitor-group-size 0: want 2-%d", agent.MaxMonitorGroupSize)
+	}
 	labels, err := agent.ParseLabels(c.StringSlice("label"))
 	if err != nil {
 		return cfg, fmt.Errorf("--label: %w", err)
