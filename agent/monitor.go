@@ -81,6 +81,9 @@ type nodeMonitor struct {
 	net       [2]uint64
 	netAt     time.Time
 	lastBytes int
+	// downgrade holds parents that refused the current summary version
+	// (an older release) and until when to send them the oldest one.
+	downgrade map[string]time.Time
 
 	// The leader's last view of the committed plan, parsed once per
 	// commit rather than every Raft tick, and its last commit error
@@ -137,7 +140,7 @@ func (a *Agent) monitorState() *nodeMonitor {
 	if tuneMonitor != nil {
 		tuneMonitor(&cfg)
 	}
-	m := &nodeMonitor{a: a, cfg: cfg, children: map[string]childSummary{}, restarts: map[string]int{}}
+	m := &nodeMonitor{a: a, cfg: cfg, children: map[string]childSummary{}, restarts: map[string]int{}, downgrade: map[string]time.Time{}}
 	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "colony_monitor_summaries_rejected_total", Help: "Summaries refused by this aggregator, by reason.",
 	}, []string{"reason"})
@@ -486,14 +489,39 @@ func (m *nodeMonitor) standsInForRoot(p *monitor.Plan) bool {
 
 func (m *nodeMonitor) push(target string, s *monitor.Summary) {
 	a := m.a
-	body, err := s.Shrink(m.cfg.MaxSummaryBytes)
-	if err != nil {
-		a.logger.Warn("cannot encode the summary", "subsystem", "monitor", "error", err)
-		return
-	}
 	mem, ok := a.memberByID(target)
 	if !ok {
 		return
+	}
+	version := monitor.SummaryVersion
+	m.mu.Lock()
+	if until, ok := m.downgrade[target]; ok && time.Now().Before(until) {
+		version = monitor.MinSummaryVersion
+	}
+	m.mu.Unlock()
+	code, msg, err := m.pushVersion(mem, s, version)
+	if code == http.StatusBadRequest && version > monitor.MinSummaryVersion && strings.Contains(msg, "("+monitor.RejectVersion+")") {
+		// A parent of the previous release (a rolling upgrade): speak its
+		// version for a while, then try the current one again.
+		a.logger.Info("parent refuses this summary version; sending the oldest one", "subsystem", "monitor", "to", mem.Name, "version", monitor.MinSummaryVersion)
+		m.mu.Lock()
+		m.downgrade[target] = time.Now().Add(10 * time.Minute)
+		m.mu.Unlock()
+		_, _, err = m.pushVersion(mem, s, monitor.MinSummaryVersion)
+	}
+	if err != nil {
+		a.logger.Debug("summary push failed", "subsystem", "monitor", "to", mem.Name, "error", err)
+	}
+}
+
+// pushVersion sends one summary in the given wire version and returns the
+// response status and (for errors) the start of the body.
+func (m *nodeMonitor) pushVersion(mem gossip.Member, s *monitor.Summary, version byte) (int, string, error) {
+	a := m.a
+	body, err := s.ShrinkVersion(version, m.cfg.MaxSummaryBytes)
+	if err != nil {
+		a.logger.Warn("cannot encode the summary", "subsystem", "monitor", "error", err)
+		return 0, "", err
 	}
 	m.mu.Lock()
 	m.lastBytes = len(body)
@@ -503,19 +531,20 @@ func (m *nodeMonitor) push(target string, s *monitor.Summary) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "PUT", "http://"+apiAddr(mem)+"/v1/monitor/summary", bytes.NewReader(body))
 	if err != nil {
-		return
+		return 0, "", err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := a.httpClient.Do(req)
 	if err != nil {
-		a.logger.Debug("summary push failed", "subsystem", "monitor", "to", mem.Name, "error", err)
-		return
+		return 0, "", err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode == http.StatusNoContent {
 		m.pushes.Inc()
+		return resp.StatusCode, "", nil
 	}
+	return resp.StatusCode, string(msg), fmt.Errorf("parent answered %s: %s", resp.Status, bytes.TrimSpace(msg))
 }
 
 // sample takes one reading of the host, the agent and its workloads.
@@ -534,6 +563,16 @@ func (m *nodeMonitor) sample(now time.Time) *monitor.Summary {
 	s := &monitor.Summary{Time: now.UnixMilli(), Nodes: map[string]uint64{"alive": 1}}
 	s.Observe(monitorSampleMetric, float64(now.UnixMilli())/1000)
 	m.hostMetrics(s, now, dims)
+	if cpu, ok := s.Metric("cpu_percent", monitor.DimAll); ok {
+		l := monitor.NodeLoad{Node: a.cfg.NodeName, CPU: clampPercent(cpu.Mean())}
+		if mem, ok := s.Metric("mem_percent", monitor.DimAll); ok {
+			l.Mem = clampPercent(mem.Mean())
+		}
+		s.Busiest = []monitor.NodeLoad{l}
+		if s.Validate() != nil {
+			s.Busiest = nil // a node name the summary cannot carry (spaces)
+		}
+	}
 	s.Observe("members_alive", float64(a.gossip.CountAlive()), dims...)
 	s.Observe("gossip_health_score", float64(a.gossip.Memberlist().GetHealthScore()), dims...)
 	if a.runner != nil {
@@ -567,6 +606,8 @@ func (m *nodeMonitor) sample(now time.Time) *monitor.Summary {
 	}
 	return s
 }
+
+func clampPercent(v float64) float64 { return min(max(v, 0), 100) }
 
 func mapsKeys(m map[string]string) func(func(string) bool) {
 	return func(yield func(string) bool) {

@@ -104,6 +104,24 @@ func TestMonitorTree(t *testing.T) {
 	if _, ok := v.Metrics["cpu_percent"]["all"]; !ok {
 		t.Errorf("no cpu_percent in %v", v.Metrics)
 	}
+	// The five busiest nodes by cpu, from all over the tree.
+	retry.Until(t, 30*time.Second, func() error {
+		v, err := clusterMetrics(c.agent("n6"), "all")
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, l := range v.Busiest {
+			if !strings.HasPrefix(l.Node, "n") || seen[l.Node] || l.CPU < 0 || l.CPU > 100 || l.Mem <= 0 {
+				return fmt.Errorf("bad busiest entry %+v in %+v", l, v.Busiest)
+			}
+			seen[l.Node] = true
+		}
+		if len(v.Busiest) != monitor.MaxBusiest {
+			return fmt.Errorf("busiest %+v, want %d entries", v.Busiest, monitor.MaxBusiest)
+		}
+		return nil
+	})
 	if z, err := clusterMetrics(c.agent("n3"), "zone"); err != nil || len(z.Metrics["members_alive"]) != 2 {
 		t.Errorf("per-zone view: %v %v", z.Metrics["members_alive"], err)
 	}

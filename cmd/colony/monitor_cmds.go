@@ -23,7 +23,7 @@ func monitorCommands() []*cli.Command {
 	return []*cli.Command{
 		{
 			Name:  "top",
-			Usage: "live view of the whole cluster: nodes by status, cpu/memory percentiles, per zone, workload states, alarms",
+			Usage: "live view of the whole cluster: nodes by status, cpu/memory percentiles, per zone, busiest nodes, workload states, alarms",
 			Flags: clientFlags(
 				&cli.DurationFlag{Name: "refresh", Value: 2 * time.Second, Usage: "how often the view is redrawn"},
 				&cli.BoolFlag{Name: "once", Usage: "print one view and exit (scripts, tests)"},
@@ -169,6 +169,16 @@ func renderTop(w io.Writer, v *agent.ClusterMetrics, by string) {
 		}
 	}
 	_ = tw.Flush()
+	if len(v.Busiest) > 0 {
+		width := len("NODE")
+		for _, l := range v.Busiest {
+			width = max(width, len(l.Node))
+		}
+		fmt.Fprintf(w, "\nBusiest nodes (by cpu):\n  %-*s  %6s  %6s\n", width, "NODE", "CPU%", "MEM%")
+		for _, l := range v.Busiest {
+			fmt.Fprintf(w, "  %-*s  %6.1f  %6.1f\n", width, l.Node, l.CPU, l.Mem)
+		}
+	}
 	if len(v.Alarms) > 0 {
 		fmt.Fprintf(w, "\nAlarms (%d):\n", len(v.Alarms))
 		for _, a := range v.Alarms {

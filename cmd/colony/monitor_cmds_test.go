@@ -14,10 +14,11 @@ func TestRenderTopAndPlan(t *testing.T) {
 	s.Observe("cpu_percent", 10, monitor.DimZone("eu-1"))
 	s.Observe("cpu_percent", 95, monitor.DimZone("eu-2"))
 	s.Alarms = []monitor.Alarm{{Kind: monitor.KindNodeDown, Subject: "n3", Since: time.Now().UnixMilli()}}
+	s.Busiest = []monitor.NodeLoad{{Node: "web-7", CPU: 97.25, Mem: 41}, {Node: "db-1", CPU: 12.5, Mem: 88}}
 	v := agent.ClusterMetrics{MetricsView: s.View(""), Root: "n1", AgeSeconds: 1.5, FreshnessBoundSeconds: 15}
 	var b strings.Builder
 	renderTop(&b, &v, "zone")
-	for _, want := range []string{"root n1", "2 alive", "3 running", "zone:eu-2", "95.00", "node_down"} {
+	for _, want := range []string{"root n1", "2 alive", "3 running", "zone:eu-2", "95.00", "node_down", "Busiest nodes", "web-7    97.2    41.0", "db-1     12.5    88.0"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("top lacks %q:\n%s", want, b.String())
 		}

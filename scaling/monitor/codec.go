@@ -8,9 +8,17 @@ import (
 	"slices"
 )
 
-// SummaryVersion is the first byte of every encoded summary. A receiver
-// refuses versions it does not know instead of guessing.
-const SummaryVersion byte = 1
+// SummaryVersion is the first byte of every encoded summary, the version
+// EncodeSummary writes. A receiver refuses versions it does not know
+// instead of guessing, and decodes every older one, so nodes of two
+// releases can share a tree during a rolling upgrade.
+//
+//	1: the original layout
+//	2: adds the busiest nodes after the alarms
+const SummaryVersion byte = 2
+
+// MinSummaryVersion is the oldest version still decoded and encodable.
+const MinSummaryVersion byte = 1
 
 // DefaultMaxSummaryBytes is the default encoded size limit (64 KiB).
 const DefaultMaxSummaryBytes = 64 << 10
@@ -35,6 +43,8 @@ var (
 //	    key string, count uvarint, sum, min, max float64,
 //	    buckets uvarint, then first key varint + count, then (key delta uvarint, count)…
 //	alarms: count, then (kind, subject, since varint)…
+//	busiest (version 2 on): count, then (node, cpu, mem)…, percentages as
+//	    uvarint hundredths (0–10000)
 //
 // Sketch keys are delta-encoded, so a typical bucket costs 2–3 bytes.
 
@@ -42,13 +52,22 @@ var (
 // ErrOversized if it exceeds maxBytes (≤ 0 means DefaultMaxSummaryBytes);
 // Shrink first to fit.
 func EncodeSummary(s *Summary, maxBytes int) ([]byte, error) {
+	return EncodeSummaryVersion(s, SummaryVersion, maxBytes)
+}
+
+// EncodeSummaryVersion encodes s in an older layout, for a parent that
+// refused the current one (version 1 drops the busiest nodes).
+func EncodeSummaryVersion(s *Summary, version byte, maxBytes int) ([]byte, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxSummaryBytes
+	}
+	if version < MinSummaryVersion || version > SummaryVersion {
+		return nil, fmt.Errorf("%w: cannot encode version %d", ErrBadVersion, version)
 	}
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	b := []byte{SummaryVersion}
+	b := []byte{version}
 	b = appendString(b, s.Origin)
 	b = binary.AppendUvarint(b, s.Epoch)
 	b = binary.AppendUvarint(b, s.Seq)
@@ -90,6 +109,16 @@ func EncodeSummary(s *Summary, maxBytes int) ([]byte, error) {
 		b = appendString(b, al.Subject)
 		b = binary.AppendVarint(b, al.Since)
 	}
+	if version >= 2 {
+		// Re-sorted after rounding: two nodes a hair apart may swap.
+		busiest := mergeBusiest(s.Busiest, nil)
+		b = binary.AppendUvarint(b, uint64(len(busiest)))
+		for _, l := range busiest {
+			b = appendString(b, l.Node)
+			b = binary.AppendUvarint(b, hundredths(l.CPU))
+			b = binary.AppendUvarint(b, hundredths(l.Mem))
+		}
+	}
 	if len(b) > maxBytes {
 		return nil, fmt.Errorf("%w: %d bytes > %d", ErrOversized, len(b), maxBytes)
 	}
@@ -110,8 +139,9 @@ func DecodeSummary(data []byte, maxBytes int) (*Summary, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrMalformed)
 	}
-	if data[0] != SummaryVersion {
-		return nil, fmt.Errorf("%w: %d", ErrBadVersion, data[0])
+	version := data[0]
+	if version < MinSummaryVersion || version > SummaryVersion {
+		return nil, fmt.Errorf("%w: %d", ErrBadVersion, version)
 	}
 	r := &reader{b: data[1:]}
 	s := &Summary{}
@@ -179,6 +209,14 @@ func DecodeSummary(data []byte, maxBytes int) (*Summary, error) {
 			s.Alarms = append(s.Alarms, Alarm{Kind: r.str(MaxNameLen), Subject: r.str(MaxSubjectLen), Since: r.varint()})
 		}
 	}
+	if version >= 2 {
+		if n := r.length(MaxBusiest, 3); n > 0 {
+			s.Busiest = make([]NodeLoad, 0, n)
+			for range n {
+				s.Busiest = append(s.Busiest, NodeLoad{Node: r.str(MaxValueLen), CPU: r.percent(), Mem: r.percent()})
+			}
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("trailing bytes")
 	}
@@ -193,10 +231,15 @@ func DecodeSummary(data []byte, maxBytes int) (*Summary, error) {
 
 // Shrink drops detail until the encoding fits maxBytes: sketches of label,
 // deployment and zone breakdowns first, then those breakdowns, then the
-// remaining sketches, then alarms. It sets Truncated when it drops anything
-// and returns the encoding.
+// remaining sketches, then the busiest nodes, then alarms. It sets
+// Truncated when it drops anything and returns the encoding.
 func (s *Summary) Shrink(maxBytes int) ([]byte, error) {
-	b, err := EncodeSummary(s, maxBytes)
+	return s.ShrinkVersion(SummaryVersion, maxBytes)
+}
+
+// ShrinkVersion is Shrink for an older wire version.
+func (s *Summary) ShrinkVersion(version byte, maxBytes int) ([]byte, error) {
+	b, err := EncodeSummaryVersion(s, version, maxBytes)
 	if !errors.Is(err, ErrOversized) {
 		return b, err
 	}
@@ -208,12 +251,13 @@ func (s *Summary) Shrink(maxBytes int) ([]byte, error) {
 		func() { s.dropDims(dimDeploymentPrefix, false) },
 		func() { s.dropDims(dimZonePrefix, false) },
 		func() { s.dropDims(DimAll, true) },
+		func() { s.Busiest = nil },
 		func() { s.Alarms = nil },
 	}
 	for _, step := range steps {
 		step()
 		s.Truncated = true
-		b, err = EncodeSummary(s, maxBytes)
+		b, err = EncodeSummaryVersion(s, version, maxBytes)
 		if !errors.Is(err, ErrOversized) {
 			return b, err
 		}
@@ -260,6 +304,9 @@ func appendString(b []byte, s string) []byte {
 func appendFloat(b []byte, f float64) []byte {
 	return binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
 }
+
+// hundredths quantises a validated percentage for the wire.
+func hundredths(p float64) uint64 { return uint64(math.Round(p * 100)) }
 
 func appendCounts(b []byte, m map[string]uint64) []byte {
 	b = binary.AppendUvarint(b, uint64(len(m)))
@@ -329,6 +376,16 @@ func (r *reader) float() float64 {
 	v := math.Float64frombits(binary.LittleEndian.Uint64(r.b))
 	r.b = r.b[8:]
 	return v
+}
+
+// percent reads a percentage in hundredths, refusing more than 100%.
+func (r *reader) percent() float64 {
+	v := r.uvarint()
+	if v > 10000 {
+		r.fail("percentage above 100")
+		return 0
+	}
+	return float64(v) / 100
 }
 
 func (r *reader) str(limit int) string {

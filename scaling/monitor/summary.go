@@ -31,6 +31,8 @@ const (
 	MaxRuleLen = 120
 	// MaxValue bounds the magnitude of one sample so sums stay finite.
 	MaxValue = 1e18
+	// MaxBusiest is how many of the busiest nodes a summary carries.
+	MaxBusiest = 5
 )
 
 // Dimension keys. A metric's aggregate is kept per dimension: DimAll for
@@ -163,6 +165,49 @@ type Alarm struct {
 
 func (a Alarm) key() string { return a.Kind + "\x00" + a.Subject }
 
+// NodeLoad is one node's load, as carried in a summary's list of the
+// busiest nodes. Percentages are in [0, 100]; the wire format keeps two
+// decimals.
+type NodeLoad struct {
+	Node string  `json:"node"`
+	CPU  float64 `json:"cpu_percent"`
+	Mem  float64 `json:"mem_percent"`
+}
+
+// compareLoad orders the busiest first: by CPU, then memory, then name.
+func compareLoad(x, y NodeLoad) int {
+	return cmp.Or(cmp.Compare(y.CPU, x.CPU), cmp.Compare(y.Mem, x.Mem), cmp.Compare(x.Node, y.Node))
+}
+
+// mergeBusiest keeps the MaxBusiest busiest of both lists, one entry per
+// node (its busiest), with percentages rounded to the two decimals the
+// wire keeps (so the order survives encoding). Since every node sits in
+// exactly one subtree of the plan, lists from different children never
+// share a node and the result is exactly the cluster's top MaxBusiest
+// whatever the merge order.
+func mergeBusiest(a, b []NodeLoad) []NodeLoad {
+	if len(a)+len(b) == 0 {
+		return nil
+	}
+	all := slices.Concat(a, b)
+	for i := range all {
+		all[i].CPU, all[i].Mem = roundPercent(all[i].CPU), roundPercent(all[i].Mem)
+	}
+	slices.SortFunc(all, compareLoad)
+	out := make([]NodeLoad, 0, min(len(all), MaxBusiest))
+	seen := make(map[string]bool, len(all))
+	for _, l := range all {
+		if len(out) == MaxBusiest {
+			break
+		}
+		if !seen[l.Node] {
+			seen[l.Node] = true
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // Summary is what a node, or an aggregator for its whole subtree, pushes to
 // its parent every interval.
 type Summary struct {
@@ -188,6 +233,9 @@ type Summary struct {
 	Metrics map[string]map[string]*Agg
 	// Alarms lists active alarms, sorted by kind then subject.
 	Alarms []Alarm
+	// Busiest lists the subtree's busiest nodes by CPU, busiest first, at
+	// most MaxBusiest (absent from version-1 summaries).
+	Busiest []NodeLoad
 }
 
 // Observe records one sample of metric in each of the given dimensions
@@ -289,6 +337,7 @@ func Merge(a, b *Summary) *Summary {
 		out.Truncated = true
 		out.Alarms = out.Alarms[:MaxAlarms]
 	}
+	out.Busiest = mergeBusiest(a.Busiest, b.Busiest)
 	return out
 }
 
@@ -399,8 +448,32 @@ func (s *Summary) Validate() error {
 			return fmt.Errorf("%w: alarms unsorted or duplicated", ErrInvalidSummary)
 		}
 	}
+	if len(s.Busiest) > MaxBusiest {
+		return fmt.Errorf("%w: %d busiest nodes > %d", ErrInvalidSummary, len(s.Busiest), MaxBusiest)
+	}
+	nodes := make(map[string]bool, len(s.Busiest))
+	for i, l := range s.Busiest {
+		if err := validValue(l.Node); err != nil || l.Node == "" {
+			return fmt.Errorf("%w: busiest node name %q", ErrInvalidSummary, l.Node)
+		}
+		if !validPercent(l.CPU) || !validPercent(l.Mem) {
+			return fmt.Errorf("%w: busiest node %s: cpu %v%% or mem %v%% not in [0, 100]", ErrInvalidSummary, l.Node, l.CPU, l.Mem)
+		}
+		if nodes[l.Node] {
+			return fmt.Errorf("%w: busiest node %s listed twice", ErrInvalidSummary, l.Node)
+		}
+		nodes[l.Node] = true
+		if i > 0 && compareLoad(s.Busiest[i-1], l) >= 0 {
+			return fmt.Errorf("%w: busiest nodes not sorted busiest first", ErrInvalidSummary)
+		}
+	}
 	return nil
 }
+
+// roundPercent rounds to hundredths, as the wire format does.
+func roundPercent(v float64) float64 { return math.Round(v*100) / 100 }
+
+func validPercent(v float64) bool { return v >= 0 && v <= 100 } // false for NaN
 
 func (a *Agg) validate() error {
 	if a.Count == 0 {

@@ -103,6 +103,11 @@ func randomSummary(rng *rand.Rand) *Summary {
 	for range rng.IntN(20) {
 		s.Alarms = mergeAlarms(s.Alarms, []Alarm{{Kind: KindNodeDown, Subject: fmt.Sprintf("n%d", rng.IntN(40)), Since: rng.Int64N(1000)}})
 	}
+	for range rng.IntN(8) {
+		// Node names unique across summaries, as the plan makes them.
+		l := NodeLoad{Node: fmt.Sprintf("n%x", rng.Uint64()), CPU: float64(rng.IntN(10001)) / 100, Mem: float64(rng.IntN(4)) * 25}
+		s.Busiest = mergeBusiest(s.Busiest, []NodeLoad{l})
+	}
 	return s
 }
 
@@ -117,6 +122,9 @@ func sameSummary(a, b *Summary) error {
 	}
 	if !slices.Equal(a.Alarms, b.Alarms) {
 		return fmt.Errorf("alarms differ")
+	}
+	if !slices.Equal(a.Busiest, b.Busiest) {
+		return fmt.Errorf("busiest nodes differ: %v vs %v", a.Busiest, b.Busiest)
 	}
 	if len(a.Metrics) != len(b.Metrics) {
 		return fmt.Errorf("metric sets differ")

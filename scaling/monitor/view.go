@@ -31,6 +31,8 @@ type MetricsView struct {
 	// "label:rack=r1", "deployment:web") → statistics.
 	Metrics map[string]map[string]StatView `json:"metrics"`
 	Alarms  []Alarm                        `json:"alarms,omitempty"`
+	// Busiest lists the busiest nodes by CPU, busiest first.
+	Busiest []NodeLoad `json:"busiest,omitempty"`
 }
 
 // View renders s for the API. dimPrefix filters dimensions: "" for all,
@@ -39,7 +41,7 @@ type MetricsView struct {
 func (s *Summary) View(dimPrefix string) MetricsView {
 	v := MetricsView{
 		Time: time.UnixMilli(s.Time).UTC(), Epoch: s.Epoch, Truncated: s.Truncated,
-		Nodes: s.Nodes, Workloads: s.Workloads, Alarms: s.Alarms,
+		Nodes: s.Nodes, Workloads: s.Workloads, Alarms: s.Alarms, Busiest: s.Busiest,
 		Metrics: make(map[string]map[string]StatView),
 	}
 	for name, dims := range s.Metrics {
