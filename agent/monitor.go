@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/procfs"
 
+	"colony/agent/workload"
 	"colony/consensus"
 	"colony/gossip"
 	"colony/scaling/monitor"
@@ -226,11 +227,11 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 			m.committed = &old
 		}
 	}
-	held := samePlan(m.lastComputed, p)
+	held := monitor.SameTree(m.lastComputed, p)
 	m.lastComputed = p
 	if old := m.committed; old != nil {
 		p.Version = old.Version
-		if samePlan(old, p) {
+		if monitor.SameTree(old, p) {
 			return
 		}
 		// Every commit sends the whole plan (~80 bytes a node) to every
@@ -264,23 +265,6 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 // planCommitMaxDelay bounds how long the leader holds back a changed
 // monitoring plan while the membership keeps changing.
 const planCommitMaxDelay = 10 * time.Second
-
-// samePlan reports whether two plans place the same nodes under the same
-// parents, with the same root and depth.
-func samePlan(a, b *monitor.Plan) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	if a.RootID != b.RootID || a.Depth != b.Depth || a.Len() != b.Len() {
-		return false
-	}
-	for id, parent := range a.Parents {
-		if np, ok := b.Parents[id]; !ok || np != parent {
-			return false
-		}
-	}
-	return true
-}
 
 // followPlan keeps the node's copy of the committed plan current.
 func (m *nodeMonitor) followPlan() {
@@ -325,7 +309,10 @@ func (m *nodeMonitor) followPlan() {
 func (m *nodeMonitor) fetchPlan(index uint64) (json.RawMessage, uint64, error) {
 	a := m.a
 	wait := 5 * time.Minute
-	if n := a.raftNode(); n != nil {
+	// Locally on a voter that follows a leader; a voter that knows none
+	// (cut off, or removed while away and not yet retired) may hold an old
+	// state for good, so it asks the others like any node.
+	if n := a.raftNode(); n != nil && raftLeaderKnown(n) {
 		ctx, cancel := context.WithTimeout(a.ctx, min(wait, 10*m.cfg.Interval))
 		defer cancel()
 		st := n.State()
@@ -335,7 +322,10 @@ func (m *nodeMonitor) fetchPlan(index uint64) (json.RawMessage, uint64, error) {
 		})
 		return raw, idx, a.ctx.Err()
 	}
-	b, idx, err := a.voterLongPoll("/v1/monitor/plan", url.Values{}, index, wait, consensus.MaxCommandSize+1)
+	// A short wait: a poll parked on a voter that then gets cut off (a
+	// partition, a host gone silent) would otherwise hold this node on an
+	// old plan for minutes.
+	b, idx, err := a.voterLongPoll("/v1/monitor/plan", url.Values{}, index, min(wait, 10*m.cfg.Interval), consensus.MaxCommandSize+1)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -343,6 +333,11 @@ func (m *nodeMonitor) fetchPlan(index uint64) (json.RawMessage, uint64, error) {
 		b = nil
 	}
 	return b, idx, nil
+}
+
+func raftLeaderKnown(n *consensus.Node) bool {
+	id, _ := n.Leader()
+	return id != ""
 }
 
 // tick samples the node, merges its children and pushes upward.
@@ -377,6 +372,9 @@ func (m *nodeMonitor) tick(now time.Time) {
 		}
 	}
 	isRoot := plan != nil && (plan.Root() == self || m.standsInForRoot(plan))
+	if !isRoot {
+		m.health.ForgetNodes()
+	}
 	for _, tr := range m.health.Evaluate(now) {
 		m.logAlarm(tr)
 	}
@@ -578,7 +576,6 @@ func (m *nodeMonitor) sample(now time.Time) *monitor.Summary {
 	if a.runner != nil {
 		seen := map[string]bool{}
 		for _, st := range a.runner.Status() {
-			seen[st.InstanceID] = true
 			if s.Workloads == nil {
 				s.Workloads = map[string]uint64{}
 			}
@@ -588,6 +585,12 @@ func (m *nodeMonitor) sample(now time.Time) *monitor.Summary {
 			for name, v := range st.Metrics {
 				s.Observe("workload_"+name, v, dep)
 			}
+			if st.State == workload.StateStopped {
+				// Stopped on purpose (deployment removed or moved): its
+				// restarts are no longer a crash loop.
+				continue
+			}
+			seen[st.InstanceID] = true
 			m.mu.Lock()
 			for n := m.restarts[st.InstanceID]; n < st.Restarts; n++ {
 				m.health.Restart(st.InstanceID, now)

@@ -292,6 +292,11 @@ func (h *Health) NodeStatus(id string, alive bool, now time.Time) {
 // graceful leave or a scale-in is not an alarm).
 func (h *Health) ForgetNode(id string) { delete(h.downSince, id) }
 
+// ForgetNodes stops tracking node liveness altogether: a node that is no
+// longer the root (a new plan, or the real root is back after a partition)
+// must not keep pushing node_down alarms that only the root can clear.
+func (h *Health) ForgetNodes() { clear(h.downSince) }
+
 // ExpectAggregators sets the child aggregators this node should hear from
 // (from the plan), starting the clock for new ones at now.
 func (h *Health) ExpectAggregators(ids []string, now time.Time) {

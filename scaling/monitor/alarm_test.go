@@ -183,3 +183,21 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("still active: %v", h.Active())
 	}
 }
+
+// TestHealthForgetNodes: a node that stops being the root drops its
+// node_down alarms at once instead of pushing them up for ever.
+func TestHealthForgetNodes(t *testing.T) {
+	cfg := DefaultConfig()
+	h, _ := NewHealth(cfg)
+	t0 := time.Unix(1_700_000_000, 0)
+	h.NodeStatus("n1", false, t0)
+	h.Restart("web-1", t0)
+	if tr := h.Evaluate(t0.Add(time.Minute)); len(tr) != 1 || tr[0].Alarm.Kind != KindNodeDown {
+		t.Fatalf("raised %+v", tr)
+	}
+	h.ForgetNodes()
+	tr := h.Evaluate(t0.Add(time.Minute + time.Second))
+	if len(tr) != 1 || tr[0].Raised || tr[0].Alarm.Subject != "n1" || len(h.Active()) != 0 {
+		t.Fatalf("after ForgetNodes: %+v, active %v", tr, h.Active())
+	}
+}

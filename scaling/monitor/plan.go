@@ -142,6 +142,32 @@ func Diff(old, new *Plan) int {
 	return moved
 }
 
+// SameTree reports whether two plans describe the same tree (nodes,
+// parents, levels, root, depth, K and voters), whatever their versions.
+// Diff alone is not enough to decide whether to commit a new plan: it
+// ignores nodes that were added or removed.
+func SameTree(a, b *Plan) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.GroupSize != b.GroupSize || a.Depth != b.Depth || a.RootID != b.RootID ||
+		len(a.Parents) != len(b.Parents) || !slices.Equal(sortedCopy(a.Voters), sortedCopy(b.Voters)) {
+		return false
+	}
+	for id, parent := range a.Parents {
+		if bp, ok := b.Parents[id]; !ok || bp != parent || a.Levels[id] != b.Levels[id] {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
+
 // betterAggregator orders aggregator candidates: non-voters first (voters
 // already carry Raft's load), then by a per-ID hash so the choice is
 // random-looking but identical everywhere, then by ID.

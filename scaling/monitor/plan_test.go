@@ -366,3 +366,33 @@ func BenchmarkComputePlan10000OneZone(b *testing.B) {
 		}
 	}
 }
+
+// TestSameTree: the leader commits a new plan whenever the tree differs,
+// including when a node joins or comes back without moving anyone else
+// (Diff is 0 then, which once left returning nodes out of the plan).
+func TestSameTree(t *testing.T) {
+	cfg := DefaultConfig()
+	ms := synthetic(300, 3, 3)
+	p := mustPlan(t, ms, cfg)
+	if again := mustPlan(t, ms, cfg); !SameTree(p, again) {
+		t.Fatal("the same members gave a different tree")
+	}
+	ms[7].Alive = false
+	without := mustPlan(t, ms, cfg)
+	if SameTree(p, without) || SameTree(without, p) {
+		t.Fatalf("a node leaving the plan is not a change (Diff %d)", Diff(p, without))
+	}
+	ms[7].Alive = true
+	if back := mustPlan(t, ms, cfg); !SameTree(p, back) || SameTree(without, back) {
+		t.Fatalf("the returning node is not a change (Diff %d)", Diff(without, back))
+	}
+	other := mustPlan(t, ms, cfg)
+	other.Version = 99
+	if !SameTree(p, other) {
+		t.Fatal("the version is part of the tree")
+	}
+	other.Voters = other.Voters[1:]
+	if SameTree(p, other) || SameTree(nil, p) || !SameTree(nil, nil) {
+		t.Fatal("voters or nil plans compared wrong")
+	}
+}
