@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,6 +54,11 @@ const (
 // deep tree out of a few in-process agents).
 var tuneMonitor func(*monitor.Config)
 
+// planGroupSize, set by tests only, overrides K in the leader's next plan
+// (TestMonitorFigures switches between a tree and the flat alternative
+// in one run).
+var planGroupSize atomic.Int64
+
 // monitorSampleMetric records when each sample was taken: the root's
 // minimum of it is the age of the oldest data in the cluster view.
 const monitorSampleMetric = "sampled_at_seconds"
@@ -82,6 +88,11 @@ type nodeMonitor struct {
 	net       [2]uint64
 	netAt     time.Time
 	lastBytes int
+
+	// Totals for GET /v1/monitor/status and the figures test: summary
+	// bytes pushed and received, and the time spent sampling, merging,
+	// encoding and accepting.
+	bytesOut, bytesIn, summariesIn, workNanos atomic.Uint64
 	// downgrade holds parents that refused the current summary version
 	// (an older release) and until when to send them the oldest one.
 	downgrade map[string]time.Time
@@ -214,7 +225,11 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 		id := g.Meta.ID.String()
 		members = append(members, monitor.Member{ID: id, Zone: g.Meta.Labels["zone"], Voter: voters[id], Alive: g.Status == gossip.StatusAlive || g.Status == gossip.StatusSuspect})
 	}
-	p, err := monitor.ComputePlan(members, m.cfg)
+	cfg := m.cfg
+	if k := int(planGroupSize.Load()); k > 0 {
+		cfg.GroupSize, cfg.TargetGroupSize = k, k
+	}
+	p, err := monitor.ComputePlan(members, cfg)
 	if err != nil {
 		a.logger.Warn("cannot compute the monitoring plan", "subsystem", "monitor", "error", err)
 		return
@@ -394,6 +409,7 @@ func (m *nodeMonitor) tick(now time.Time) {
 	}
 	m.own, m.merged, m.mergedAt = own, merged, now
 	m.mu.Unlock()
+	m.workNanos.Add(uint64(time.Since(now))) // the push's encoding is added in pushVersion, not its round trip
 	if plan == nil {
 		return
 	}
@@ -516,7 +532,9 @@ func (m *nodeMonitor) push(target string, s *monitor.Summary) {
 // response status and (for errors) the start of the body.
 func (m *nodeMonitor) pushVersion(mem gossip.Member, s *monitor.Summary, version byte) (int, string, error) {
 	a := m.a
+	start := time.Now()
 	body, err := s.ShrinkVersion(version, m.cfg.MaxSummaryBytes)
+	m.workNanos.Add(uint64(time.Since(start)))
 	if err != nil {
 		a.logger.Warn("cannot encode the summary", "subsystem", "monitor", "error", err)
 		return 0, "", err
@@ -524,6 +542,7 @@ func (m *nodeMonitor) pushVersion(mem gossip.Member, s *monitor.Summary, version
 	m.mu.Lock()
 	m.lastBytes = len(body)
 	m.mu.Unlock()
+	m.bytesOut.Add(uint64(len(body)))
 	m.pushBytes.Observe(float64(len(body)))
 	ctx, cancel := context.WithTimeout(a.ctx, m.cfg.Interval)
 	defer cancel()
@@ -691,6 +710,9 @@ func (a *Agent) handleSummary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
+	m.bytesIn.Add(uint64(len(body)))
+	m.summariesIn.Add(1)
+	defer func() { m.workNanos.Add(uint64(time.Since(now))) }()
 	s, err := m.recv.Accept(body, now)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
@@ -731,6 +753,14 @@ type MonitorStatus struct {
 	SummaryBytes int    `json:"summary_bytes"` // size of the last push
 	// Rejected counts refused summaries by reason.
 	Rejected map[string]uint64 `json:"rejected,omitempty"`
+	// BytesOut and BytesIn total the summary bytes pushed and received
+	// since the agent started; SummariesIn counts the summaries received.
+	BytesOut    uint64 `json:"bytes_out"`
+	BytesIn     uint64 `json:"bytes_in"`
+	SummariesIn uint64 `json:"summaries_in"`
+	// WorkSeconds is the time spent sampling, merging, encoding and
+	// accepting summaries (wall clock inside the monitoring code).
+	WorkSeconds float64 `json:"work_seconds"`
 }
 
 func (a *Agent) handleMonitorStatus(w http.ResponseWriter, r *http.Request) {
@@ -740,7 +770,11 @@ func (a *Agent) handleMonitorStatus(w http.ResponseWriter, r *http.Request) {
 func (m *nodeMonitor) status() MonitorStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := MonitorStatus{Children: len(m.children), SummaryBytes: m.lastBytes, Rejected: m.recv.Rejections()}
+	st := MonitorStatus{
+		Children: len(m.children), SummaryBytes: m.lastBytes, Rejected: m.recv.Rejections(),
+		BytesOut: m.bytesOut.Load(), BytesIn: m.bytesIn.Load(), SummariesIn: m.summariesIn.Load(),
+		WorkSeconds: time.Duration(m.workNanos.Load()).Seconds(),
+	}
 	if p := m.plan; p != nil {
 		self := m.a.id.String()
 		st.PlanVersion, st.PlanIndex, st.Root, st.Level = p.Version, m.planIndex, p.Root(), p.Level(self)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -302,55 +303,115 @@ func stablePlan(t *testing.T, c *cluster) *monitor.Plan {
 	return plan
 }
 
-var monitorFigures = flag.Int("monitor-figures", 0, "run TestMonitorFigures with this many in-process nodes (e.g. 20)")
+var (
+	monitorFigures       = flag.Int("monitor-figures", 0, "run TestMonitorFigures with this many in-process nodes (e.g. 50)")
+	monitorFiguresK      = flag.Int("monitor-figures-k", 8, "K of the tree TestMonitorFigures compares with the flat alternative")
+	monitorFiguresWindow = flag.Duration("monitor-figures-window", 20*time.Second, "how long TestMonitorFigures measures each layout")
+)
 
-// TestMonitorFigures measures summary sizes and freshness at the root:
-// go test -run TestMonitorFigures -v ./agent -monitor-figures 20
+// TestMonitorFigures measures the monitoring tree against the flat
+// alternative (the same code with K > N: one node collects from all) on
+// one cluster of in-process agents, 1 s interval:
+//
+//	go test -count=1 -run TestMonitorFigures -v ./agent -monitor-figures 100 -monitor-figures-k 8
+//
+// Per layout it logs the summary bytes/s each node sends and receives,
+// the time spent in the monitoring code, the process CPU per node, the
+// root's fan-in and bytes/s received, and the age of the oldest sample at
+// the root against the (depth+1) × interval bound.
 func TestMonitorFigures(t *testing.T) {
-	if *monitorFigures == 0 {
+	n := *monitorFigures
+	if n == 0 {
 		t.Skip("set -monitor-figures N to measure")
 	}
-	tuneMonitor = func(c *monitor.Config) { c.GroupSize, c.TargetGroupSize = 4, 3 }
-	t.Cleanup(func() { tuneMonitor = nil })
-	const interval = 500 * time.Millisecond
-	c := newCluster(t, 191)
-	n := *monitorFigures
+	const interval = time.Second
+	c := newCluster(t, 142)
+	started := time.Now()
 	for i := 1; i <= n; i++ {
 		c.start(i, func(cfg *Config) {
 			cfg.MonitorInterval = interval
 			cfg.Labels = map[string]string{"zone": fmt.Sprintf("z%d", i%3), "rack": fmt.Sprintf("r%d", i%5)}
 		})
 	}
-	c.agreeOnLeader(3, 120*time.Second)
-	plan := stablePlan(t, c)
-	waitAlive(t, c.agent("n2"), uint64(n))
-	var ages []float64
-	bound := 0.0
-	for range 20 {
-		v, err := clusterMetrics(c.agent("n2"), "all")
-		if err != nil {
-			t.Fatal(err)
+	t.Logf("%d agents started in %v", n, time.Since(started).Round(time.Second))
+	c.agreeOnLeader(3, 5*time.Minute)
+	t.Cleanup(func() { planGroupSize.Store(0) })
+	for _, phase := range []struct {
+		name string
+		k    int
+	}{{"tree", *monitorFiguresK}, {"flat", n + 1}} {
+		planGroupSize.Store(int64(phase.k))
+		var plan *monitor.Plan
+		retry.Until(t, 5*time.Minute, func() error {
+			plan = stablePlan(t, c)
+			if plan.GroupSize != phase.k || plan.Len() != n {
+				return fmt.Errorf("plan v%d has K=%d and %d nodes, want K=%d and %d", plan.Version, plan.GroupSize, plan.Len(), phase.k, n)
+			}
+			return nil
+		})
+		asker := c.agent("n2")
+		waitAlive(t, asker, uint64(n))
+		settle := time.NewTimer(3 * interval)
+		<-settle.C // let every level push under the new plan before measuring
+
+		before := map[*Agent]MonitorStatus{}
+		for _, a := range c.live() {
+			before[a] = a.monitorState().status()
 		}
-		ages = append(ages, v.AgeSeconds)
-		bound = v.FreshnessBoundSeconds
-		tm := time.NewTimer(interval / 2)
-		<-tm.C // spacing the samples, not waiting for a condition
+		cpu0 := processCPU()
+		t0 := time.Now()
+		var ages []float64
+		bound := 0.0
+		for time.Since(t0) < *monitorFiguresWindow {
+			if v, err := clusterMetrics(asker, "all"); err == nil {
+				ages = append(ages, v.AgeSeconds)
+				bound = v.FreshnessBoundSeconds
+			}
+			tm := time.NewTimer(interval / 2)
+			<-tm.C // spacing the samples, not waiting for a condition
+		}
+		secs := time.Since(t0).Seconds()
+		cpu := (processCPU() - cpu0).Seconds()
+
+		var outs, ins, works []float64
+		var rootIn float64
+		rootKids := 0
+		for _, a := range c.live() {
+			st, b := a.monitorState().status(), before[a]
+			out := float64(st.BytesOut-b.BytesOut) / secs
+			in := float64(st.BytesIn-b.BytesIn) / secs
+			outs, ins = append(outs, out), append(ins, in)
+			works = append(works, (st.WorkSeconds-b.WorkSeconds)/secs)
+			if a.ID().String() == plan.Root() {
+				rootIn, rootKids = in, st.Children
+			}
+		}
+		slices.Sort(ages)
+		t.Logf("%s (K=%d): %d nodes, depth %d, root fan-in %d (planned %d), %.0fs window", phase.name, phase.k, n, plan.Depth, rootKids, plan.FanIn(plan.Root()), secs)
+		t.Logf("  summary bytes/s sent per node: mean %.0f, max %.0f; received per node: mean %.0f, max %.0f; root receives %.0f", mean(outs), slices.Max(outs), mean(ins), slices.Max(ins), rootIn)
+		t.Logf("  monitoring code time per node: mean %.2f ms/s, max %.2f ms/s; whole process CPU %.1f ms/s per node (gossip, Raft, HTTP included)", 1000*mean(works), 1000*slices.Max(works), 1000*cpu/secs/float64(n))
+		if len(ages) > 0 {
+			t.Logf("  age of the oldest sample at the root: mean %.2fs, max %.2fs over %d reads (bound (depth+1) x interval = %.0fs; API bound with the root's own interval %.0fs)", mean(ages), ages[len(ages)-1], len(ages), float64(plan.Depth+1)*interval.Seconds(), bound)
+		}
 	}
-	slices.Sort(ages)
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
 	sum := 0.0
-	for _, a := range ages {
-		sum += a
+	for _, x := range xs {
+		sum += x
 	}
-	t.Logf("%d nodes, depth %d, K=4, interval %v: age of the oldest sample at the root: mean %.2fs, max %.2fs (bound %.2fs)", n, plan.Depth, interval, sum/float64(len(ages)), ages[len(ages)-1], bound)
-	byLevel := map[int][]int{}
-	for _, a := range c.live() {
-		st := a.monitorState().status()
-		if st.SummaryBytes > 0 {
-			byLevel[st.Level] = append(byLevel[st.Level], st.SummaryBytes)
-		}
+	return sum / float64(len(xs))
+}
+
+// processCPU is the user plus system CPU time this test process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
 	}
-	for l, bs := range byLevel {
-		slices.Sort(bs)
-		t.Logf("level %d pushes: %d nodes, summary bytes min %d max %d", l, len(bs), bs[0], bs[len(bs)-1])
-	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
