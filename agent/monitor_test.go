@@ -333,7 +333,7 @@ func TestMonitorFigures(t *testing.T) {
 			cfg.Labels = map[string]string{"zone": fmt.Sprintf("z%d", i%3), "rack": fmt.Sprintf("r%d", i%5)}
 		})
 	}
-	t.Logf("%d agents started in %v", n, time.Since(started).Round(time.Second))
+	t.Logf("%d agents started in %v", n, time.Since(started).Round(100*time.Millisecond))
 	c.agreeOnLeader(3, 5*time.Minute)
 	t.Cleanup(func() { planGroupSize.Store(0) })
 	for _, phase := range []struct {
