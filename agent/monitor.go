@@ -410,7 +410,7 @@ func (m *nodeMonitor) refreshRules(now time.Time) {
 		if len(vs) == 0 {
 			return
 		}
-		c, _ := NewClient(apiAddr(vs[rand.IntN(len(vs))]))
+		c, _ := NewClient(a.apiURL(vs[rand.IntN(len(vs))]))
 		c.http = a.httpClient
 		ctx, cancel := context.WithTimeout(a.ctx, m.cfg.Interval)
 		defer cancel()
@@ -483,7 +483,7 @@ func (m *nodeMonitor) push(target string, s *monitor.Summary) {
 	m.pushBytes.Observe(float64(len(body)))
 	ctx, cancel := context.WithTimeout(a.ctx, m.cfg.Interval)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "PUT", "http://"+apiAddr(mem)+"/v1/monitor/summary", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, "PUT", a.apiURL(mem)+"/v1/monitor/summary", bytes.NewReader(body))
 	if err != nil {
 		return
 	}
