@@ -108,6 +108,7 @@ func (a *Agent) poolProvider(ctx context.Context, p consensus.Pool) (cachedProvi
 				cfg["binary"] = exe
 			}
 		}
+		a.childSecurity(cfg)
 	}
 	raw, err := provider.New(p.Provider, cfg, a.logger.With("subsystem", "provider", "pool", p.Name))
 	if err != nil {
