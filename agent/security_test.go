@@ -72,6 +72,9 @@ func TestGossipKeyRequiredToJoin(t *testing.T) {
 
 	err := joinFails(t, secConfig(t, "plain", "127.0.120.2"), seed.GossipAddr())
 	t.Logf("without key: %v", err)
+	if !strings.Contains(err.Error(), "--encrypt") {
+		t.Fatalf("join error %v does not name --encrypt", err)
+	}
 	other := secConfig(t, "otherkey", "127.0.120.3")
 	other.EncryptKey = newKey(t, 2)
 	err = joinFails(t, other, seed.GossipAddr())
@@ -547,8 +550,8 @@ func FuzzParseKeyringFile(f *testing.F) {
 	})
 }
 
-// FuzzKeyRequest: any body of the keyring operations is decoded or
-// refused by the same path the API uses.
+// FuzzDecodeKey: any key string is decoded to a valid key or refused by
+// the same function the flags, the API and the keyring file use.
 func FuzzDecodeKey(f *testing.F) {
 	f.Add(base64.StdEncoding.EncodeToString(make([]byte, 16)))
 	f.Add("  " + base64.StdEncoding.EncodeToString(make([]byte, 24)) + "\n")

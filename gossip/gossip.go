@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -483,7 +484,7 @@ func (g *Gossip) Join(ctx context.Context, addrs []string, p RetryPolicy) (int, 
 		}
 		lastErr = err
 		if p.Max > 0 && attempt >= p.Max {
-			return 0, fmt.Errorf("%w: none of %v answered after %d attempts: %v", ErrJoinFailed, addrs, attempt, flatten(lastErr))
+			return 0, fmt.Errorf("%w: none of %v answered after %d attempts: %v%s", ErrJoinFailed, addrs, attempt, strings.TrimSpace(flatten(lastErr)), joinHint(lastErr))
 		}
 		g.logger.Warn("join failed, will retry", "addresses", addrs, "attempt", attempt, "retry_in", wait.String(), "error", flatten(err))
 		t := time.NewTimer(wait)
@@ -522,6 +523,25 @@ func (g *Gossip) joinOnce(addrs []string) (int, error) {
 		}
 	}
 	return 0, errors.Join(errs...)
+}
+
+// joinHint names the likely cause of memberlist's terse join errors.
+func joinHint(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "encryption is not configured"):
+		return " (the cluster encrypts gossip: give this node the cluster's key with --encrypt)"
+	case strings.Contains(s, "no installed keys could decrypt"):
+		return " (this node's gossip key is not the cluster's: check --encrypt, or the keyring saved in the data dir after a rotation)"
+	case strings.Contains(s, "remote state is not encrypted"):
+		return " (this node encrypts gossip but the cluster does not)"
+	case strings.Contains(s, "EOF") || strings.Contains(s, "connection reset"):
+		return " (the other node hung up: both sides need the same --cluster-label and gossip key)"
+	}
+	return ""
 }
 
 // flatten turns memberlist's multi-line multierror into one log-friendly line.
