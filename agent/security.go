@@ -34,11 +34,21 @@ func (a *Agent) childSecurity(cfg map[string]any) {
 			cfg["args"] = append(args, mine...)
 		}
 	}
-	if kr, err := a.gossip.Keys(); err == nil {
+	if k := a.primaryGossipKey(); k != "" {
 		if mine, ok := anyList(cfg["env"]); ok {
-			cfg["env"] = append([]any{"COLONY_ENCRYPT=" + kr.Primary}, mine...)
+			cfg["env"] = append([]any{"COLONY_ENCRYPT=" + k}, mine...)
 		}
 	}
+}
+
+// primaryGossipKey is the key gossip is encrypted with, "" without
+// encryption.
+func (a *Agent) primaryGossipKey() string {
+	kr, err := a.gossip.Keys()
+	if err != nil {
+		return ""
+	}
+	return kr.Primary
 }
 
 // anyList returns a config list as []any; ok is false for anything else

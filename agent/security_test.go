@@ -563,3 +563,70 @@ func FuzzDecodeKey(f *testing.F) {
 		}
 	})
 }
+
+// TestLocalPoolInheritsSecurity: agents a local pool launches get the
+// launching agent's TLS flags, cluster label and gossip key, so they join
+// the secured cluster and serve their API over TLS.
+func TestLocalPoolInheritsSecurity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("launches agent processes")
+	}
+	p := newPKI(t)
+	cfg := secConfig(t, "n1", "127.0.127.1")
+	cfg.EncryptKey = newKey(t, 20)
+	cfg.ClusterLabel = "pooled"
+	cfg.TLS = p.config("n1")
+	n1 := startAgent(t, cfg)
+	cl := p.client(n1, "ops")
+	ctx := context.Background()
+	retry.Until(t, 30*time.Second, func() error {
+		st, _, err := cl.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Leader == nil {
+			return errors.New("no leader yet")
+		}
+		return nil
+	})
+	ps := localPool(t, t.TempDir(), 128, 1, "1h")
+	ps.Min = 1
+	cleanupInstances(t, ps)
+	if err := cl.Do(ctx, "PUT", "/v1/pools/p1", ps, nil); err != nil {
+		t.Fatal(err)
+	}
+	var child MemberInfo
+	retry.Until(t, 60*time.Second, func() error {
+		ms, err := cl.Members(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.Name != "n1" && m.Status == gossip.StatusAlive {
+				child = m
+				return nil
+			}
+		}
+		return fmt.Errorf("no launched member yet: %+v", ms)
+	})
+	// Its API speaks mutual TLS with the cluster's CA.
+	h, err := tlsutil.Load(p.config("ops2"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, _ := NewTLSClient(child.APIAddress, h.ClientConfig())
+	retry.Until(t, 20*time.Second, func() error {
+		self, err := cc.Self(ctx)
+		if err != nil {
+			return err
+		}
+		if !self.Encrypted {
+			return errors.New("launched agent's gossip is not encrypted")
+		}
+		return nil
+	})
+	plain, _ := NewClient(child.APIAddress)
+	if _, err := plain.Members(ctx); err == nil || !strings.Contains(err.Error(), "TLS only") {
+		t.Fatalf("launched agent over plain HTTP: %v", err)
+	}
+}
