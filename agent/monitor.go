@@ -895,10 +895,14 @@ func (a *Agent) handleMonitorTargets(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				continue
 			}
-			out = append(out, TargetGroup{Targets: []string{apiAddr(g)}, Labels: map[string]string{
+			tg := TargetGroup{Targets: []string{apiAddr(g)}, Labels: map[string]string{
 				"__metrics_path__": "/metrics/group", "colony_node": g.Name, "colony_level": strconv.Itoa(p.Level(id)),
 				"colony_root": strconv.FormatBool(id == p.Root()),
-			}})
+			}}
+			if a.tls != nil {
+				tg.Labels["__scheme__"] = "https"
+			}
+			out = append(out, tg)
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
