@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -628,5 +629,68 @@ func TestLocalPoolInheritsSecurity(t *testing.T) {
 	plain, _ := NewClient(child.APIAddress)
 	if _, err := plain.Members(ctx); err == nil || !strings.Contains(err.Error(), "TLS only") {
 		t.Fatalf("launched agent over plain HTTP: %v", err)
+	}
+}
+
+// BenchmarkAPISelf measures one API call on a kept-alive connection and on
+// a new connection (with TLS: a full handshake), plain and with mutual TLS.
+func BenchmarkAPISelf(b *testing.B) {
+	dir := b.TempDir()
+	ca, cakey, err := tlsutil.CreateCA(tlsutil.CAOptions{Dir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mk := func(node string) tlsutil.Config {
+		c, k, err := tlsutil.CreateCert(tlsutil.CertOptions{Dir: dir, CAFile: ca, CAKeyFile: cakey, Node: node})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tlsutil.Config{CAFile: ca, CertFile: c, KeyFile: k, VerifyIncoming: true}
+	}
+	start := func(name, ip string, tc tlsutil.Config) *Agent {
+		cfg := DefaultConfig()
+		cfg.NodeName, cfg.DataDir, cfg.BindAddr, cfg.HTTPAddr = name, b.TempDir(), ip, ip+":7070"
+		cfg.GossipProfile = gossip.ProfileLocal
+		cfg.TLS = tc
+		a, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = a.Shutdown() })
+		if err := a.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		return a
+	}
+	plain := start("plain", "127.0.129.1", tlsutil.Config{})
+	secure := start("secure", "127.0.129.2", mk("secure"))
+	h, err := tlsutil.Load(mk("ops"), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		a    *Agent
+		tls  *tls.Config
+	}{{"plain", plain, nil}, {"mtls", secure, h.ClientConfig()}} {
+		for _, keepAlive := range []bool{true, false} {
+			name := tc.name + "/keepalive"
+			if !keepAlive {
+				name = tc.name + "/newconn"
+			}
+			b.Run(name, func(b *testing.B) {
+				c, err := NewTLSClient(tc.a.HTTPAddr(), tc.tls)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.http.Transport = &http.Transport{TLSClientConfig: tc.tls, DisableKeepAlives: !keepAlive}
+				ctx := context.Background()
+				for b.Loop() {
+					if _, err := c.Self(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
