@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -60,7 +61,7 @@ func (c Config) Validate() error {
 		missing = append(missing, "--tls-key")
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("TLS needs --tls-ca, --tls-cert and --tls-key together: missing %v", missing)
+		return fmt.Errorf("TLS needs --tls-ca, --tls-cert and --tls-key together: missing %s", strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -137,7 +138,7 @@ func (h *Holder) load(now time.Time) (*tls.Certificate, error) {
 	if _, err := cert.Leaf.Verify(opts); err != nil {
 		var host x509.HostnameError
 		if errors.As(err, &host) {
-			return nil, fmt.Errorf("tls cert %s is not valid for %q, the name peers check: create node certificates with `colony tls cert create` (or set --tls-server-name)", h.cfg.CertFile, h.cfg.serverName())
+			return nil, fmt.Errorf("tls cert %s is not valid for %q, the name peers check (a --client certificate cannot run an agent): create a node certificate with `colony tls cert create --node NAME`, or set --tls-server-name", h.cfg.CertFile, h.cfg.serverName())
 		}
 		return nil, fmt.Errorf("tls cert %s is not usable with the CA %s: %w", h.cfg.CertFile, h.cfg.CAFile, err)
 	}
