@@ -124,10 +124,29 @@ func TestClusterLabelKeepsClustersApart(t *testing.T) {
 	nolabel.EncryptKey = key
 	t.Logf("unlabelled: %v", joinFails(t, nolabel, a1.GossipAddr()))
 
-	// Give push-pull and the reconnect loop time to do damage, then check.
-	time.Sleep(3 * time.Second) // a deliberate observation window, not a wait for a condition
+	// Let every node probe and push-pull a few times, then check.
+	gossipRounds(t, []*Agent{a1, a2, b1, b2}, 5, 1)
 	allSee(t, []*Agent{a1, a2}, "a1=alive a2=alive")
 	allSee(t, []*Agent{b1, b2}, "b1=alive b2=alive")
+}
+
+// gossipRounds waits until every agent has run probes more probes and
+// pushPulls more full-state syncs: gossip had its chance to go wrong.
+func gossipRounds(t *testing.T, agents []*Agent, probes, pushPulls uint64) {
+	t.Helper()
+	start := make([]gossip.Stats, len(agents))
+	for i, a := range agents {
+		start[i] = a.Gossip().Stats()
+	}
+	retry.Until(t, 30*time.Second, func() error {
+		for i, a := range agents {
+			st := a.Gossip().Stats()
+			if st.Probes < start[i].Probes+probes || st.PushPulls < start[i].PushPulls+pushPulls {
+				return fmt.Errorf("%s: %d probes, %d push-pulls since the start", a.Name(), st.Probes-start[i].Probes, st.PushPulls-start[i].PushPulls)
+			}
+		}
+		return nil
+	})
 }
 
 // keyringOf is a's keyring, primary first.
@@ -186,7 +205,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	if resp, err = cl.Keyring(rctx, KeyringInstall, next); err != nil || resp.NumOK != 4 {
 		t.Fatalf("install: %+v %v", resp, err)
 	}
-	time.Sleep(time.Second) // let gossip run with two keys (observation window)
+	gossipRounds(t, c.live(), 3, 0) // gossip runs with two keys
 	if resp, err = cl.Keyring(rctx, KeyringUse, next); err != nil || resp.NumOK != 4 {
 		t.Fatalf("use: %+v %v", resp, err)
 	}
@@ -194,7 +213,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "primary key") {
 		t.Fatalf("removing the primary key: err %v, want a refusal naming the primary key", err)
 	}
-	time.Sleep(time.Second)
+	gossipRounds(t, c.live(), 3, 0) // everyone encrypts with the new key
 	if resp, err = cl.Keyring(rctx, KeyringRemove, old); err != nil || resp.NumOK != 4 {
 		t.Fatalf("remove: %+v %v", resp, err)
 	}
@@ -203,7 +222,7 @@ func TestKeyRotationUnderTraffic(t *testing.T) {
 		t.Fatalf("list after: %+v %v", resp, err)
 	}
 	// Still converged, with only the new key, through a few probe rounds.
-	time.Sleep(2 * time.Second)
+	gossipRounds(t, c.live(), 5, 1)
 	allSee(t, c.live(), all)
 	before := writes.Load()
 	retry.Until(t, 10*time.Second, func() error {
