@@ -315,8 +315,13 @@ func (p *pki) cert(node string, mutate ...func(*tlsutil.CertOptions)) (string, s
 	return c, k
 }
 
+// config is node's TLS configuration; its certificate is made on first use.
 func (p *pki) config(node string) tlsutil.Config {
-	c, k := p.cert(node)
+	c, k := tlsutil.CertFiles(node)
+	c, k = filepath.Join(p.dir, c), filepath.Join(p.dir, k)
+	if _, err := os.Stat(c); err != nil {
+		c, k = p.cert(node)
+	}
 	return tlsutil.Config{CAFile: p.ca, CertFile: c, KeyFile: k, VerifyIncoming: true}
 }
 
@@ -711,5 +716,66 @@ func BenchmarkAPISelf(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestKeyringWithACLAndTLS: with ACLs and mutual TLS together, the keyring
+// fan-out runs on behalf of the caller's token over TLS: an operator token
+// rotates the key on every node, a read-only token may not even list keys.
+func TestKeyringWithACLAndTLS(t *testing.T) {
+	p := newPKI(t)
+	key := newKey(t, 30)
+	var agents []*Agent
+	for i := 1; i <= 3; i++ {
+		cfg := secConfig(t, fmt.Sprintf("s%d", i), fmt.Sprintf("127.0.123.%d", 10+i))
+		cfg.EncryptKey = key
+		cfg.TLS = p.config(cfg.NodeName)
+		withACL(ACLDeny)(&cfg)
+		if i > 1 {
+			cfg.Join = []string{agents[0].GossipAddr()}
+		}
+		agents = append(agents, startAgent(t, cfg))
+	}
+	ctx := context.Background()
+	anon := p.client(agents[1], "ops")
+	var mgmt ACLTokenInfo
+	retry.Until(t, 40*time.Second, func() error {
+		return anon.Do(ctx, "POST", "/v1/acl/bootstrap", nil, &mgmt)
+	})
+	token := func(policy string) *Client {
+		var ti ACLTokenInfo
+		c := p.client(agents[1], "ops")
+		c.SetToken(mgmt.SecretID)
+		retry.Until(t, 20*time.Second, func() error {
+			return c.Do(ctx, "PUT", "/v1/acl/token", ACLTokenRequest{Policy: policy}, &ti)
+		})
+		out := p.client(agents[2], "ops")
+		out.SetToken(ti.SecretID)
+		return out
+	}
+	op, ro := token("operator"), token("read-only")
+	retry.Until(t, 20*time.Second, func() error { // until the token has reached that node
+		if _, err := ro.Keyring(ctx, "list", ""); err == nil || !strings.Contains(err.Error(), "403") {
+			return fmt.Errorf("keyring list with a read-only token: %v", err)
+		}
+		return nil
+	})
+	if _, err := anon.Keyring(ctx, "list", ""); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("keyring list without a token: %v", err)
+	}
+	next := newKey(t, 60)
+	retry.Until(t, 20*time.Second, func() error { // every node must know the new tokens
+		resp, err := op.Keyring(ctx, KeyringInstall, next)
+		if err != nil {
+			return err
+		}
+		if resp.NumOK != 3 {
+			return fmt.Errorf("install on %d of %d", resp.NumOK, resp.NumNodes)
+		}
+		return nil
+	})
+	resp, err := op.Keyring(ctx, "list", "")
+	if err != nil || resp.Keys[next] != 3 || resp.PrimaryKeys[key] != 3 {
+		t.Fatalf("list: %+v %v", resp, err)
 	}
 }
