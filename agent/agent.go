@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"colony/agent/tlsutil"
 	"colony/agent/workload"
 	"colony/consensus"
 	"colony/gossip"
@@ -62,6 +63,10 @@ type Agent struct {
 
 	changed chan struct{} // membership changed: save peers soon
 	bindIP  string
+
+	keyringMu sync.Mutex      // serialises gossip keyring changes and their saving
+	tls       *tlsutil.Holder // nil without TLS
+	scheme    string          // of agent APIs: http, or https with TLS
 
 	httpClient     *http.Client // agent-to-agent calls (forwarding, voter management)
 	blockingClient *http.Client // the same, without a timeout: for blocking queries
@@ -119,11 +124,6 @@ func New(cfg Config) (*Agent, error) {
 	if advertise, err = gossip.ChooseAdvertise(bind, advertise); err != nil {
 		return nil, err
 	}
-	var key []byte
-	if cfg.EncryptKey != "" {
-		key, _ = DecodeKey(cfg.EncryptKey) // validated
-	}
-
 	dir, err := openDataDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -144,6 +144,18 @@ func New(cfg Config) (*Agent, error) {
 		a.logger.Info("created node identity", "subsystem", "agent", "id", id, "data_dir", cfg.DataDir)
 	}
 
+	keys, err := a.initKeyring()
+	if err != nil {
+		return nil, err
+	}
+	a.scheme = "http"
+	if cfg.TLS.Enabled() {
+		if a.tls, err = tlsutil.Load(cfg.TLS, true); err != nil {
+			return nil, err
+		}
+		a.scheme = "https"
+	}
+
 	httpAddr := cfg.HTTPAddr
 	if httpAddr == "" {
 		httpAddr = net.JoinHostPort(bind, strconv.Itoa(DefaultHTTPPort))
@@ -159,8 +171,12 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("raft: listen on %s:%d: %w", bind, cfg.RaftPort, err)
 	}
 	a.raftPort = a.raftLn.Addr().(*net.TCPAddr).Port
+	base := &http.Transport{DialContext: a.dialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
+	if a.tls != nil {
+		base.TLSClientConfig = a.tls.ClientConfig()
+	}
 	tr := &tokenTransport{
-		base:       &http.Transport{DialContext: a.dialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second},
+		base:       base,
 		agentToken: cfg.ACLAgentToken,
 	}
 	a.httpClient = &http.Client{Timeout: 30 * time.Second, Transport: tr}
@@ -187,7 +203,10 @@ func New(cfg Config) (*Agent, error) {
 	gc.AdvertiseAddr = advertise
 	gc.AdvertisePort = cfg.AdvertisePort
 	gc.Meta = meta
-	gc.SecretKey = key
+	if len(keys) > 0 {
+		gc.SecretKey, gc.Keys = keys[0], keys[1:]
+	}
+	gc.Label = cfg.ClusterLabel
 	gc.Profile = cfg.GossipProfile
 	gc.Logger = a.logger
 	gc.Tune = cfg.TuneGossip
@@ -217,6 +236,9 @@ func New(cfg Config) (*Agent, error) {
 		}, func() float64 { return time.Since(a.started).Seconds() }),
 	)
 	a.httpSrv = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.With("subsystem", "http").Handler(), slog.LevelWarn)}
+	if a.tls != nil {
+		a.httpSrv.TLSConfig = a.tls.ServerConfig()
+	}
 	if cfg.MetricsAddr != "" {
 		if a.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
 			return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.MetricsAddr, err)
@@ -238,6 +260,25 @@ func (a *Agent) Name() string { return a.cfg.NodeName }
 
 // HTTPAddr is the address the API listens on.
 func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// HTTPURL is the API's base URL: http://, or https:// with TLS.
+func (a *Agent) HTTPURL() string { return a.scheme + "://" + a.HTTPAddr() }
+
+// apiURL is a member's API base URL.
+func (a *Agent) apiURL(m gossip.Member) string { return a.scheme + "://" + apiAddr(m) }
+
+// ReloadTLS reads the TLS certificate and key again (SIGHUP); on error the
+// current ones stay in use.
+func (a *Agent) ReloadTLS() error {
+	if a.tls == nil {
+		return errors.New("TLS is not enabled on this agent: nothing to reload")
+	}
+	if err := a.tls.Reload(); err != nil {
+		return err
+	}
+	a.logger.Info("reloaded TLS certificate", "subsystem", "agent", "cert", a.cfg.TLS.CertFile, "not_after", a.tls.Certificate().Leaf.NotAfter)
+	return nil
+}
 
 // GossipAddr is the host:port other nodes join this one at.
 func (a *Agent) GossipAddr() string {
@@ -275,7 +316,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	// their clients waiting on a node that is going away.
 	a.httpSrv.BaseContext = func(net.Listener) context.Context { return a.ctx }
 	a.goFunc(func() {
-		if err := a.httpSrv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := a.httpSrv.Serve
+		if a.tls != nil {
+			serve = func(ln net.Listener) error { return a.httpSrv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.logger.Error("http api stopped", "subsystem", "http", "error", err)
 		}
 	})
@@ -287,7 +332,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		})
 	}
 	a.goFunc(a.peersLoop)
-	a.logger.Info("agent started", "subsystem", "agent", "id", a.id, "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "version", Version)
+	a.logger.Info("agent started", "subsystem", "agent", "id", a.id, "gossip", a.GossipAddr(), "http", a.HTTPAddr(), "tls", a.tls != nil, "version", Version)
 
 	policy := gossip.RetryPolicy{Interval: a.cfg.RetryInterval, Max: a.cfg.RetryMax, Jitter: a.cfg.JoinJitter}
 	if len(a.cfg.Join) > 0 {

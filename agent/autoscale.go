@@ -53,6 +53,7 @@ type cachedProvider struct {
 	modifyIndex uint64
 	p           provider.Provider
 	types       []provider.InstanceType
+	gossipKey   string // primary gossip key passed to launched agents (a rotation rebuilds the provider)
 }
 
 // autoscalers holds each agent's autoscaler, created on first use and
@@ -92,7 +93,7 @@ func (a *Agent) poolProvider(ctx context.Context, p consensus.Pool) (cachedProvi
 	sc.mu.Lock()
 	c, ok := sc.providers[p.Name]
 	sc.mu.Unlock()
-	if ok && c.modifyIndex == p.ModifyIndex {
+	if ok && c.modifyIndex == p.ModifyIndex && c.gossipKey == a.primaryGossipKey() {
 		return c, nil
 	}
 	cfg := maps.Clone(p.ProviderConfig)
@@ -108,6 +109,7 @@ func (a *Agent) poolProvider(ctx context.Context, p consensus.Pool) (cachedProvi
 				cfg["binary"] = exe
 			}
 		}
+		a.childSecurity(cfg)
 	}
 	raw, err := provider.New(p.Provider, cfg, a.logger.With("subsystem", "provider", "pool", p.Name))
 	if err != nil {
@@ -138,7 +140,7 @@ func (a *Agent) poolProvider(ctx context.Context, p consensus.Pool) (cachedProvi
 	for i := range types {
 		types[i].Profile.Labels = poolLabels(p, types[i].Profile.Labels)
 	}
-	c = cachedProvider{modifyIndex: p.ModifyIndex, p: wrapped, types: types}
+	c = cachedProvider{modifyIndex: p.ModifyIndex, p: wrapped, types: types, gossipKey: a.primaryGossipKey()}
 	sc.mu.Lock()
 	sc.providers[p.Name] = c
 	sc.mu.Unlock()

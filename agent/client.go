@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,23 @@ func NewClient(addr string) (*Client, error) {
 		return nil, fmt.Errorf("agent address %q: want host:port or http://host:port", addr)
 	}
 	return &Client{base: strings.TrimRight(u.String(), "/"), http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// NewTLSClient is NewClient over TLS (tc nil: plain NewClient); a bare
+// host:port then means https://.
+func NewTLSClient(addr string, tc *tls.Config) (*Client, error) {
+	if tc == nil {
+		return NewClient(addr)
+	}
+	if addr != "" && !strings.Contains(addr, "://") {
+		addr = "https://" + addr
+	}
+	c, err := NewClient(addr)
+	if err != nil {
+		return nil, err
+	}
+	c.http = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}
+	return c, nil
 }
 
 // Do sends one request and decodes a JSON answer into out (when non-nil).
@@ -76,6 +94,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any, any
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if tlsError(err) {
+			return 0, fmt.Errorf("TLS with the colony agent at %s failed (check --tls-ca, --tls-cert and --tls-key, or COLONY_TLS_*): %w", c.base, err)
+		}
 		var op *net.OpError
 		if errors.As(err, &op) {
 			return 0, fmt.Errorf("cannot reach the colony agent at %s (is it running? point --http-addr or COLONY_HTTP_ADDR at a node's API): %w", c.base, err)
@@ -86,6 +107,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any, any
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+	}
+	if resp.StatusCode == http.StatusBadRequest && strings.Contains(string(b), "HTTP request to an HTTPS server") {
+		return resp.StatusCode, fmt.Errorf("the colony agent at %s serves TLS only: use https:// and set --tls-ca (and --tls-cert/--tls-key under mutual TLS), or COLONY_TLS_*", c.base)
 	}
 	if resp.StatusCode >= 300 && !(anyStatus && json.Unmarshal(b, out) == nil) {
 		var e APIError
@@ -101,6 +125,15 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any, any
 		return resp.StatusCode, fmt.Errorf("%s %s: unexpected answer: %w", method, path, err)
 	}
 	return resp.StatusCode, nil
+}
+
+// tlsError reports whether err comes from a TLS handshake: a certificate
+// refused by this side or by the agent.
+func tlsError(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var rec tls.RecordHeaderError
+	var alert tls.AlertError
+	return errors.As(err, &verr) || errors.As(err, &rec) || errors.As(err, &alert) || strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // Self returns GET /v1/agent/self.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"colony/agent/tlsutil"
 	"colony/consensus"
 	"colony/gossip"
 )
@@ -66,6 +67,13 @@ type Config struct {
 	JoinJitter time.Duration
 	// EncryptKey is the base64 gossip encryption key (16, 24 or 32 bytes).
 	EncryptKey string
+	// ClusterLabel, when set, is written on every gossip message: nodes
+	// with another label are refused, so clusters sharing a network never
+	// merge.
+	ClusterLabel string
+	// TLS secures the API, Raft and agent-to-agent calls (off when no file
+	// is set).
+	TLS tlsutil.Config
 	// GossipProfile selects gossip timers: lan (default), wan, local or
 	// dense (thousands of members, many per machine: gossip.DenseConfig).
 	GossipProfile string
@@ -181,6 +189,12 @@ func (c *Config) Validate() error {
 		if _, err := DecodeKey(c.EncryptKey); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := gossip.ValidateClusterLabel(c.ClusterLabel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := gossip.MemberlistConfig(c.GossipProfile); err != nil {
 		errs = append(errs, err)

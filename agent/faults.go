@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"time"
@@ -23,6 +24,7 @@ type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	drop      func(string) bool
+	tls       *tls.Config // client side of TLS, nil without (the listener is wrapped)
 }
 
 func (f *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -33,7 +35,20 @@ func (f *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 	if err != nil {
 		return nil, err
 	}
-	return gossip.FaultConn(conn, string(addr), f.drop), nil
+	conn = gossip.FaultConn(conn, string(addr), f.drop)
+	if f.tls == nil {
+		return conn, nil
+	}
+	// Handshake here, so a refused certificate is Dial's error, not a
+	// broken pipe later.
+	tc := tls.Client(conn, f.tls)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("raft tls handshake with %s: %w", addr, err)
+	}
+	return tc, nil
 }
 
 func (f *streamLayer) Addr() net.Addr { return f.advertise }

@@ -89,6 +89,7 @@ func (a *Agent) routes() http.Handler {
 	r.handle("GET", "/metrics", AccessMetrics, a.metricsHandler().ServeHTTP)
 	a.aclRoutes(r)
 	a.raftRoutes(r)
+	a.keyringRoutes(r)
 	a.deployRoutes(r)
 	a.autoscaleRoutes(r)
 	a.monitorRoutes(r)
@@ -222,7 +223,7 @@ func (a *Agent) self() MemberInfo {
 func (a *Agent) handleSelf(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, SelfInfo{
 		Member: a.self(), State: a.State().String(), HTTPAddr: a.HTTPAddr(), DataDir: a.cfg.DataDir,
-		Version: Version, StartedAt: a.started.UTC(), Encrypted: a.cfg.EncryptKey != "", NumMembers: a.gossip.NumAlive(),
+		Version: Version, StartedAt: a.started.UTC(), Encrypted: a.gossipEncrypted(), NumMembers: a.gossip.NumAlive(),
 	})
 }
 

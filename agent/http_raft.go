@@ -107,7 +107,7 @@ func raftError(w http.ResponseWriter, err error) {
 
 // forward proxies the request to another agent's API, once.
 func (a *Agent) forward(w http.ResponseWriter, r *http.Request, m gossip.Member) {
-	target := &url.URL{Scheme: "http", Host: apiAddr(m)}
+	target := &url.URL{Scheme: a.scheme, Host: apiAddr(m)}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -215,7 +215,7 @@ func (a *Agent) staleFromVoters(w http.ResponseWriter, r *http.Request) {
 	rand.Shuffle(len(vs), func(i, j int) { vs[i], vs[j] = vs[j], vs[i] })
 	var errs []error
 	for _, v := range vs {
-		req, err := http.NewRequestWithContext(r.Context(), "GET", "http://"+apiAddr(v)+r.URL.RequestURI(), nil)
+		req, err := http.NewRequestWithContext(r.Context(), "GET", a.apiURL(v)+r.URL.RequestURI(), nil)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
@@ -504,7 +504,7 @@ func (a *Agent) votersView(ctx context.Context) []VoterInfo {
 			var vs []VoterInfo
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
-			req, err := http.NewRequestWithContext(cctx, "GET", "http://"+apiAddr(l)+"/v1/status/voters", nil)
+			req, err := http.NewRequestWithContext(cctx, "GET", a.apiURL(l)+"/v1/status/voters", nil)
 			if err == nil {
 				req.Header.Set(HeaderForwarded, a.cfg.NodeName)
 				if resp, err := a.httpClient.Do(req); err == nil {
@@ -558,7 +558,7 @@ func (a *Agent) clusterStatus(ctx context.Context) ClusterStatus {
 			var rs RaftStatus
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
-			c, _ := NewClient(apiAddr(l))
+			c, _ := NewClient(a.apiURL(l))
 			c.http = a.httpClient
 			if err := c.Do(cctx, "GET", "/v1/status/raft", nil, &rs); err == nil {
 				st.Raft = &rs

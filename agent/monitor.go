@@ -445,7 +445,7 @@ func (m *nodeMonitor) refreshRules(now time.Time) {
 		if len(vs) == 0 {
 			return
 		}
-		c, _ := NewClient(apiAddr(vs[rand.IntN(len(vs))]))
+		c, _ := NewClient(a.apiURL(vs[rand.IntN(len(vs))]))
 		c.http = a.httpClient
 		ctx, cancel := context.WithTimeout(a.ctx, m.cfg.Interval)
 		defer cancel()
@@ -546,7 +546,7 @@ func (m *nodeMonitor) pushVersion(mem gossip.Member, s *monitor.Summary, version
 	m.pushBytes.Observe(float64(len(body)))
 	ctx, cancel := context.WithTimeout(a.ctx, m.cfg.Interval)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "PUT", "http://"+apiAddr(mem)+"/v1/monitor/summary", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, "PUT", a.apiURL(mem)+"/v1/monitor/summary", bytes.NewReader(body))
 	if err != nil {
 		return 0, "", err
 	}
@@ -991,10 +991,14 @@ func (a *Agent) handleMonitorTargets(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				continue
 			}
-			out = append(out, TargetGroup{Targets: []string{apiAddr(g)}, Labels: map[string]string{
+			tg := TargetGroup{Targets: []string{apiAddr(g)}, Labels: map[string]string{
 				"__metrics_path__": "/metrics/group", "colony_node": g.Name, "colony_level": strconv.Itoa(p.Level(id)),
 				"colony_root": strconv.FormatBool(id == p.Root()),
-			}})
+			}}
+			if a.tls != nil {
+				tg.Labels["__scheme__"] = "https"
+			}
+			out = append(out, tg)
 		}
 	}
 	writeJSON(w, http.StatusOK, out)

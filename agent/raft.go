@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -113,7 +114,12 @@ func (a *Agent) startRaft() (*consensus.Node, error) {
 		ln.Close()
 		return nil, fmt.Errorf("raft advertise address: %w", err)
 	}
-	cc.StreamLayer = &streamLayer{Listener: ln, advertise: adv, drop: a.cfg.DropTo}
+	sl := &streamLayer{Listener: ln, advertise: adv, drop: a.cfg.DropTo}
+	if a.tls != nil {
+		sl.Listener = tls.NewListener(ln, a.tls.ServerConfig())
+		sl.tls = a.tls.ClientConfig()
+	}
+	cc.StreamLayer = sl
 	if a.cfg.TuneRaft != nil {
 		a.cfg.TuneRaft(&cc)
 	}
@@ -486,7 +492,7 @@ func (a *Agent) promote(ctx context.Context, n *consensus.Node, id, addr string)
 
 // internalCall sends one agent-to-agent API request.
 func (a *Agent) internalCall(ctx context.Context, m gossip.Member, method, path string) error {
-	c, err := NewClient(apiAddr(m))
+	c, err := NewClient(a.apiURL(m))
 	if err != nil {
 		return err
 	}

@@ -120,7 +120,7 @@ func (a *Agent) voterLongPoll(path string, q url.Values, index uint64, wait time
 	q.Set("index", strconv.FormatUint(index, 10))
 	q.Set("wait", wait.String())
 	q.Set("consistency", "stale")
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+apiAddr(v)+path+"?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", a.apiURL(v)+path+"?"+q.Encode(), nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -219,7 +219,7 @@ func (a *Agent) handleDeploymentInstances(w http.ResponseWriter, r *http.Request
 			if known {
 				ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 				defer cancel()
-				c, _ := NewClient(apiAddr(m))
+				c, _ := NewClient(a.apiURL(m))
 				c.http = a.httpClient
 				err = c.Do(ctx, "GET", "/v1/agent/instances", nil, &sts)
 			}
@@ -269,7 +269,7 @@ func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		q := r.URL.Query()
 		q.Del("consistency")
-		req, err := http.NewRequestWithContext(r.Context(), "GET", "http://"+apiAddr(m)+"/v1/agent/instances/"+url.PathEscape(id)+"/logs?"+q.Encode(), nil)
+		req, err := http.NewRequestWithContext(r.Context(), "GET", a.apiURL(m)+"/v1/agent/instances/"+url.PathEscape(id)+"/logs?"+q.Encode(), nil)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,8 +161,16 @@ type Config struct {
 	AdvertisePort int
 	// Meta is this node's identity, capabilities and labels.
 	Meta Meta
-	// SecretKey, when set, encrypts all gossip (AES, 16, 24 or 32 bytes).
+	// SecretKey, when set, encrypts all gossip (AES, 16, 24 or 32 bytes):
+	// it is the keyring's primary key.
 	SecretKey []byte
+	// Keys are further keys accepted when decrypting (key rotation); they
+	// need SecretKey.
+	Keys [][]byte
+	// Label, when set, is written on every gossip packet and stream; a
+	// node with another label (or none) is refused, so two clusters that
+	// share a network never merge.
+	Label string
 	// Profile selects memberlist's timers: ProfileLAN (default), ProfileWAN,
 	// ProfileLocal or ProfileDense.
 	Profile string
@@ -217,6 +226,17 @@ func (c *Config) Validate() error {
 	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		errs = append(errs, fmt.Errorf("encryption key is %d bytes: it must be 16, 24 or 32", n))
 	}
+	if len(c.Keys) > 0 && len(c.SecretKey) == 0 {
+		errs = append(errs, errors.New("keyring keys given without a primary key"))
+	}
+	for _, k := range c.Keys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			errs = append(errs, fmt.Errorf("keyring key is %d bytes: it must be 16, 24 or 32", n))
+		}
+	}
+	if err := ValidateClusterLabel(c.Label); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := MemberlistConfig(c.Profile); err != nil {
 		errs = append(errs, err)
 	}
@@ -239,6 +259,8 @@ type Gossip struct {
 	ml     *memberlist.Memberlist
 	route  string
 	ctr    *counters
+	// keyring is nil without encryption; it is safe for concurrent use.
+	keyring *memberlist.Keyring
 
 	mu       sync.Mutex
 	meta     []byte                        // encoded local metadata
@@ -295,8 +317,9 @@ func New(cfg Config) (*Gossip, error) {
 	mc.Merge = (*delegate)(g)
 	mc.Conflict = (*delegate)(g)
 	mc.MetricLabels = []gometrics.Label{{Name: routeLabel, Value: g.route}}
+	mc.Label = cfg.Label
 	if len(cfg.SecretKey) > 0 {
-		kr, err := memberlist.NewKeyring(nil, cfg.SecretKey)
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.SecretKey)
 		if err != nil {
 			dropRoute(g.route)
 			return nil, fmt.Errorf("gossip keyring: %w", err)
@@ -328,6 +351,7 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", mc.BindAddr, mc.BindPort, err)
 	}
 	g.ml = ml
+	g.keyring = mc.Keyring
 	// Read once: memberlist's LocalNode hands out its own struct, which it
 	// rewrites on every metadata update, so reading it later races.
 	ln := ml.LocalNode()
@@ -460,7 +484,7 @@ func (g *Gossip) Join(ctx context.Context, addrs []string, p RetryPolicy) (int, 
 		}
 		lastErr = err
 		if p.Max > 0 && attempt >= p.Max {
-			return 0, fmt.Errorf("%w: none of %v answered after %d attempts: %v", ErrJoinFailed, addrs, attempt, flatten(lastErr))
+			return 0, fmt.Errorf("%w: none of %v answered after %d attempts: %v%s", ErrJoinFailed, addrs, attempt, strings.TrimSpace(flatten(lastErr)), joinHint(lastErr))
 		}
 		g.logger.Warn("join failed, will retry", "addresses", addrs, "attempt", attempt, "retry_in", wait.String(), "error", flatten(err))
 		t := time.NewTimer(wait)
@@ -499,6 +523,25 @@ func (g *Gossip) joinOnce(addrs []string) (int, error) {
 		}
 	}
 	return 0, errors.Join(errs...)
+}
+
+// joinHint names the likely cause of memberlist's terse join errors.
+func joinHint(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "encryption is not configured"):
+		return " (the cluster encrypts gossip: give this node the cluster's key with --encrypt)"
+	case strings.Contains(s, "no installed keys could decrypt"):
+		return " (this node's gossip key is not the cluster's: check --encrypt, or the keyring saved in the data dir after a rotation)"
+	case strings.Contains(s, "remote state is not encrypted"):
+		return " (this node encrypts gossip but the cluster does not)"
+	case strings.Contains(s, "EOF") || strings.Contains(s, "connection reset"):
+		return " (the other node hung up: both sides need the same --cluster-label and gossip key)"
+	}
+	return ""
 }
 
 // flatten turns memberlist's multi-line multierror into one log-friendly line.

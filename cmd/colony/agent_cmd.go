@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2/altsrc"
 
 	"colony/agent"
+	"colony/agent/tlsutil"
 )
 
 func env(name string) []string { return []string{"COLONY_" + name} }
@@ -37,6 +38,12 @@ func agentFlags() []cli.Flag {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "join-jitter", Usage: "wait a random time up to this before the first join attempt, so a fleet booting at once reaches its seed spread out (e.g. 30s with --profile dense)", EnvVars: env("JOIN_JITTER")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "retry-max", Value: def.RetryMax, Usage: "join attempts before giving up (0: forever)", EnvVars: env("RETRY_MAX")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "encrypt", Usage: "base64 gossip encryption key (make one with `colony keygen`)", EnvVars: env("ENCRYPT")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cluster-label", Usage: "label written on every gossip message: nodes with another label are refused, so clusters sharing a network never merge", EnvVars: env("CLUSTER_LABEL")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tls-ca", Usage: "CA certificate (PEM): with --tls-cert and --tls-key, the API, Raft and agent-to-agent calls use TLS", EnvVars: env("TLS_CA")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tls-cert", Usage: "this node's certificate (PEM, from `colony tls cert create`); reloaded on SIGHUP", EnvVars: env("TLS_CERT")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tls-key", Usage: "private key (PEM) of --tls-cert; reloaded on SIGHUP", EnvVars: env("TLS_KEY")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "tls-verify-incoming", Usage: "mutual TLS: every API and Raft client must present a certificate signed by --tls-ca", EnvVars: env("TLS_VERIFY_INCOMING")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tls-server-name", Usage: "name every agent certificate must carry (default " + tlsutil.DefaultServerName + ")", EnvVars: env("TLS_SERVER_NAME")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "gossip-profile", Aliases: []string{"profile"}, Value: def.GossipProfile, Usage: "gossip timers: lan, wan, local (loopback tests) or dense (thousands of nodes, many per machine)", EnvVars: env("GOSSIP_PROFILE")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "raft-port", Value: def.RaftPort, Usage: "Raft port (TCP) used when this node is a voter", EnvVars: env("RAFT_PORT")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "voters", Value: def.Voters, Usage: "target number of Raft voters: 3, or 5 (applied once 5 nodes are eligible)", EnvVars: env("VOTERS")}),
@@ -100,6 +107,11 @@ func configFromFlags(c *cli.Context) (agent.Config, error) {
 	cfg.JoinJitter = c.Duration("join-jitter")
 	cfg.EncryptKey = c.String("encrypt")
 	cfg.GossipProfile = c.String("gossip-profile")
+	cfg.ClusterLabel = c.String("cluster-label")
+	cfg.TLS = tlsutil.Config{
+		CAFile: c.String("tls-ca"), CertFile: c.String("tls-cert"), KeyFile: c.String("tls-key"),
+		VerifyIncoming: c.Bool("tls-verify-incoming"), ServerName: c.String("tls-server-name"),
+	}
 	cfg.RaftPort = c.Int("raft-port")
 	cfg.Voters = c.Int("voters")
 	cfg.BootstrapExpect = c.Int("bootstrap-expect")
@@ -142,6 +154,9 @@ func runAgent(c *cli.Context) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
@@ -163,6 +178,10 @@ func runAgent(c *cli.Context) error {
 
 	for {
 		select {
+		case <-hup:
+			if err := a.ReloadTLS(); err != nil {
+				logger.Error("SIGHUP: TLS not reloaded", "subsystem", "agent", "error", err)
+			}
 		case s := <-sigs:
 			if a.State() != agent.StateAlive {
 				logger.Warn("second signal: stopping now", "subsystem", "agent", "signal", s.String())

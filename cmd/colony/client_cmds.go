@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"runtime"
 	"sort"
 	"strings"
@@ -16,18 +19,46 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"colony/agent"
+	"colony/agent/tlsutil"
 )
 
 func clientFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:7070", Usage: "API address of any Colony node", EnvVars: env("HTTP_ADDR")},
 		&cli.StringFlag{Name: "token", Usage: "ACL token sent as X-Colony-Token (needed when the cluster runs with --acl-enabled)", EnvVars: env("TOKEN")},
+		&cli.StringFlag{Name: "tls-ca", Usage: "CA certificate (PEM) the agent's certificate must be signed by; turns on https", EnvVars: env("TLS_CA")},
+		&cli.StringFlag{Name: "tls-cert", Usage: "client certificate (PEM), needed when agents run with --tls-verify-incoming", EnvVars: env("TLS_CERT")},
+		&cli.StringFlag{Name: "tls-key", Usage: "private key (PEM) of --tls-cert", EnvVars: env("TLS_KEY")},
+		&cli.StringFlag{Name: "tls-server-name", Usage: "name the agent's certificate must carry (default " + tlsutil.DefaultServerName + ")", EnvVars: env("TLS_SERVER_NAME")},
 	}, extra...)
 }
 
-// newClient is the API client for --http-addr, carrying --token.
+// clientTLS is the CLI's TLS configuration, nil when no --tls-* flag is set.
+func clientTLS(c *cli.Context) (*tls.Config, error) {
+	cfg := tlsutil.Config{CAFile: c.String("tls-ca"), CertFile: c.String("tls-cert"), KeyFile: c.String("tls-key"), ServerName: c.String("tls-server-name")}
+	switch {
+	case !cfg.Enabled():
+		return nil, nil
+	case cfg.CAFile == "":
+		return nil, errors.New("--tls-cert/--tls-key need --tls-ca (the CA the agent's certificate is signed by)")
+	case cfg.CertFile == "" && cfg.KeyFile == "":
+		return tlsutil.ClientOnlyConfig(cfg.CAFile, cfg.ServerName)
+	}
+	h, err := tlsutil.Load(cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	return h.ClientConfig(), nil
+}
+
+// newClient is the API client the flags describe: https with --tls-*,
+// carrying --token.
 func newClient(c *cli.Context) (*agent.Client, error) {
-	cl, err := agent.NewClient(c.String("http-addr"))
+	tc, err := clientTLS(c)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := agent.NewTLSClient(c.String("http-addr"), tc)
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +69,28 @@ func newClient(c *cli.Context) (*agent.Client, error) {
 		cl.SetToken(tok)
 	}
 	return cl, nil
+}
+
+// rawAPI is the base URL and HTTP client for commands that send raw
+// requests.
+func rawAPI(c *cli.Context) (string, *http.Client, error) {
+	tc, err := clientTLS(c)
+	if err != nil {
+		return "", nil, err
+	}
+	addr := c.String("http-addr")
+	if !strings.Contains(addr, "://") {
+		if tc != nil {
+			addr = "https://" + addr
+		} else {
+			addr = "http://" + addr
+		}
+	}
+	hc := &http.Client{}
+	if tc != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
+	}
+	return strings.TrimRight(addr, "/"), hc, nil
 }
 
 func client(c *cli.Context) (*agent.Client, context.Context, context.CancelFunc, error) {

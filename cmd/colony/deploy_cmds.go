@@ -44,7 +44,7 @@ func deployCommands() []*cli.Command {
 				ctx, cancel := context.WithTimeout(c.Context, time.Minute)
 				defer cancel()
 				var res agent.WriteResult
-				if err := putRaw(ctx, c.String("http-addr"), c.String("token"), "/v1/deployments", b, &res); err != nil {
+				if err := putRaw(ctx, c, "/v1/deployments", b, &res); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "Deployment committed at index %d; the leader places it now (see `colony ps`)\n", res.Index)
@@ -152,9 +152,9 @@ func deployCommands() []*cli.Command {
 				if c.Bool("stderr") {
 					stream = "stderr"
 				}
-				addr := c.String("http-addr")
-				if !strings.Contains(addr, "://") {
-					addr = "http://" + addr
+				addr, hc, err := rawAPI(c)
+				if err != nil {
+					return err
 				}
 				ctx, cancel := context.WithTimeout(c.Context, time.Minute)
 				defer cancel()
@@ -166,7 +166,7 @@ func deployCommands() []*cli.Command {
 				if tok := c.String("token"); tok != "" {
 					req.Header.Set(agent.HeaderToken, tok)
 				}
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := hc.Do(req)
 				if err != nil {
 					return fmt.Errorf("cannot reach the colony agent at %s: %w", addr, err)
 				}
@@ -242,18 +242,19 @@ func simpleWrite(c *cli.Context, method, path string, body any) error {
 
 // putRaw sends a spec file as it is (YAML or JSON) and prints every
 // validation error the agent lists.
-func putRaw(ctx context.Context, addr, token, path string, body []byte, out any) error {
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+func putRaw(ctx context.Context, c *cli.Context, path string, body []byte, out any) error {
+	addr, hc, err := rawAPI(c)
+	if err != nil {
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, "PUT", strings.TrimRight(addr, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	if token != "" {
-		req.Header.Set(agent.HeaderToken, token)
+	if tok := c.String("token"); tok != "" {
+		req.Header.Set(agent.HeaderToken, tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the colony agent at %s: %w", addr, err)
 	}

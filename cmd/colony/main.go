@@ -39,6 +39,8 @@ func newApp() *cli.App {
 			settingsCommand(),
 			aclCommand(),
 			keygenCommand(),
+			keyringCommand(),
+			tlsCommand(),
 			versionCommand(),
 			antfarmCommand(),
 		}, append(append(deployCommands(), poolCommands()...), monitorCommands()...)...),
