@@ -291,18 +291,19 @@ const orphanGrace = 10 * time.Second
 // lists it), and a voter removed while partitioned receives the removal
 // when the partition heals but Raft keeps running without a leader. The
 // leader also tells the first kind to stop (manageVoters); this covers
-// both, and a leader that cannot reach the node. A node being promoted is
-// not orphaned: it starts with an empty configuration, then hears from the
-// leader.
+// both, and a leader that cannot reach the node. A node that started Raft
+// empty (to be promoted, or as a bootstrap voter) hears from the leader
+// within a tick or two; if no leader takes it for orphanGrace it stops
+// too, and may be promoted later.
 func (a *Agent) orphaned(n *consensus.Node) bool {
 	if n.IsLeader() {
 		a.orphanSince = time.Time{}
 		return false
 	}
-	servers, err := n.Servers()
+	_, err := n.Servers()
 	l, ok := a.leaderFromGossip()
 	lid, _ := n.Leader()
-	orphan := err == nil && len(servers) > 0 && lid == "" && ok && l.Meta.ID != a.id && len(l.Meta.Voters) > 0 &&
+	orphan := err == nil && lid == "" && ok && l.Meta.ID != a.id && len(l.Meta.Voters) > 0 &&
 		len(l.Meta.Voters) < gossip.MaxMetaVoters && !slices.Contains(l.Meta.Voters, a.id) && l.Meta.Term >= n.Stats().Term
 	if !orphan {
 		a.orphanSince = time.Time{}
@@ -418,10 +419,24 @@ func (a *Agent) tryBootstrapExpect() {
 		return
 	}
 	stable := max(3*a.cfg.RaftTick, 2*time.Second)
-	if time.Since(a.bootSince) < stable || servers[0].ID != self {
-		return
+	held := time.Since(a.bootSince)
+	switch {
+	case held < stable:
+	case servers[0].ID == self:
+		a.bootstrapWith(servers)
+	case held >= 2*stable && slices.ContainsFunc(servers, func(s consensus.Server) bool { return s.ID == self }):
+		// Chosen by the same rule, but the voter list the deciding node
+		// gossips after bootstrapping has not reached this node (a missed
+		// broadcast waits for the next push/pull). Start Raft empty: the
+		// decider's configuration arrives as its first log entry. Had
+		// this node's view been wrong, it is in no configuration and
+		// retires (see orphaned).
+		if _, err := a.startRaft(); err != nil {
+			a.logger.Error("cannot start raft for bootstrap", "subsystem", "raft", "error", err)
+			return
+		}
+		a.logger.Info("chosen as a bootstrap voter; waiting for the configuration from the node that bootstrapped", "subsystem", "raft", "voters", len(servers))
 	}
-	a.bootstrapWith(servers)
 }
 
 func (a *Agent) bootstrapWith(servers []consensus.Server) {
