@@ -272,6 +272,8 @@ type Gossip struct {
 	localIP        net.IP        // advertised gossip address, fixed at New
 	localPort      uint16
 	stop           chan struct{} // closed by Shutdown
+	metaSync       chan struct{} // a metadata change asks metaSyncLoop for a push/pull
+	gossipEvery    time.Duration // memberlist's GossipInterval
 	wg             sync.WaitGroup
 
 	shutdownOnce sync.Once
@@ -352,16 +354,66 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	g.ml = ml
 	g.keyring = mc.Keyring
+	g.gossipEvery = mc.GossipInterval
 	// Read once: memberlist's LocalNode hands out its own struct, which it
 	// rewrites on every metadata update, so reading it later races.
 	ln := ml.LocalNode()
 	g.localIP, g.localPort = append(net.IP(nil), ln.Addr...), ln.Port
 	g.stop = make(chan struct{})
+	g.metaSync = make(chan struct{}, 1)
 	if cfg.ReconnectInterval > 0 {
 		g.wg.Add(1)
 		go g.reconnectLoop()
 	}
+	g.wg.Add(1)
+	go g.metaSyncLoop()
 	return g, nil
+}
+
+// metaSyncPeers is how many random live members a metadata change is also
+// pushed to by a full-state sync.
+const metaSyncPeers = 2
+
+// metaSyncLoop backs up the broadcast of a metadata change with a
+// full-state sync (push/pull) with a few random live members. memberlist
+// sends a broadcast a limited number of times to random members; in a small
+// cluster a member misses it now and then (seen: a seed that did not learn
+// two new voters' roles for over 15 s) and then waits for the periodic
+// push/pull, which memberlist stretches with the cluster size. Metadata
+// changes are rare (Raft roles), so the extra syncs cost little; the
+// members synced with re-gossip the change as news.
+func (g *Gossip) metaSyncLoop() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-g.metaSync:
+		}
+		// Let the broadcast go first, and fold a burst of changes into
+		// one sync.
+		t := time.NewTimer(2 * g.gossipEvery)
+		select {
+		case <-g.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		var live []string
+		g.mu.Lock()
+		for name, m := range g.members {
+			if name != g.cfg.NodeName && m.Status == StatusAlive {
+				live = append(live, m.Address())
+			}
+		}
+		g.mu.Unlock()
+		rand.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+		for _, addr := range live[:min(metaSyncPeers, len(live))] {
+			if _, err := g.ml.Join([]string{addr}); err != nil {
+				g.logger.Debug("metadata sync failed", "addr", addr, "error", flatten(err))
+			}
+		}
+	}
 }
 
 // reconnectLoop tries one random dead member every ReconnectInterval, as
@@ -420,6 +472,10 @@ func (g *Gossip) UpdateMeta(m Meta, timeout time.Duration) error {
 	g.cfg.Meta = m
 	g.meta = b
 	g.mu.Unlock()
+	select {
+	case g.metaSync <- struct{}{}:
+	default: // a sync is already due; it will carry this change too
+	}
 	if err := g.ml.UpdateNode(timeout); err != nil {
 		return fmt.Errorf("gossip metadata update: %w", err)
 	}
