@@ -445,3 +445,24 @@ func BenchmarkTokenCheck(b *testing.B) {
 		_, _ = st.ACLTokenBySecretHash(consensus.HashSecret(tok))
 	}
 }
+
+// TestChildSecurityCarriesACL: agents a local pool launches get the ACL
+// switch on their command line and the agent token in their environment
+// (never on a command line), before the pool's own entries.
+func TestChildSecurityCarriesACL(t *testing.T) {
+	cfg := testConfig(t, "acl-child", t.TempDir())
+	cfg.BindAddr = "127.0.135.1"
+	cfg.HTTPAddr = "127.0.135.1:0"
+	withACL(ACLDeny)(&cfg)
+	a := startAgent(t, cfg)
+	pool := map[string]any{"args": []any{"--label", "x=y"}, "env": []any{"A=B"}}
+	a.childSecurity(pool)
+	args := fmt.Sprint(pool["args"])
+	if !strings.Contains(args, "--acl-enabled --acl-default-read deny") || !strings.HasSuffix(args, "--label x=y]") || strings.Contains(args, testAgentToken) {
+		t.Errorf("args %s", args)
+	}
+	env := fmt.Sprint(pool["env"])
+	if !strings.Contains(env, "COLONY_ACL_AGENT_TOKEN="+testAgentToken) || !strings.HasSuffix(env, "A=B]") {
+		t.Errorf("env %s", env)
+	}
+}

@@ -6,9 +6,9 @@ import (
 
 // childSecurity passes this agent's security settings to the agents a
 // local pool launches (scaling/provider.Local), so they can join: the TLS
-// flags and cluster label go first in "args" and the primary gossip key in
-// "env" (never on a command line), where the pool's own entries, which
-// come after, override them.
+// flags, cluster label and ACL switch go first in "args", the primary
+// gossip key and the ACL agent token in "env" (never on a command line),
+// where the pool's own entries, which come after, override them.
 func (a *Agent) childSecurity(cfg map[string]any) {
 	var args []any
 	abs := func(p string) string {
@@ -29,14 +29,26 @@ func (a *Agent) childSecurity(cfg map[string]any) {
 	if a.cfg.ClusterLabel != "" {
 		args = append(args, "--cluster-label", a.cfg.ClusterLabel)
 	}
+	if a.cfg.ACLEnabled {
+		args = append(args, "--acl-enabled", "--acl-default-read", a.cfg.ACLDefaultRead)
+	}
 	if len(args) > 0 {
 		if mine, ok := anyList(cfg["args"]); ok {
 			cfg["args"] = append(args, mine...)
 		}
 	}
+	var env []any
 	if k := a.primaryGossipKey(); k != "" {
+		env = append(env, "COLONY_ENCRYPT="+k)
+	}
+	if a.cfg.ACLEnabled && a.cfg.ACLAgentToken != "" {
+		// Without it a launched agent could make no agent-to-agent call
+		// (promotion, forwarding, assignments) in a cluster with ACLs.
+		env = append(env, "COLONY_ACL_AGENT_TOKEN="+a.cfg.ACLAgentToken)
+	}
+	if len(env) > 0 {
 		if mine, ok := anyList(cfg["env"]); ok {
-			cfg["env"] = append([]any{"COLONY_ENCRYPT=" + k}, mine...)
+			cfg["env"] = append(env, mine...)
 		}
 	}
 }
