@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
-	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -87,30 +87,12 @@ func aclCommand() *cli.Command {
 						Usage: "list tokens (accessor IDs, never secrets)",
 						Flags: clientFlags(&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json"}),
 						Action: func(c *cli.Context) error {
-							if err := noArgs(c); err != nil {
-								return err
-							}
-							if f := c.String("format"); f != "table" && f != "json" {
-								return fmt.Errorf("--format %q: want table or json", f)
-							}
-							cl, ctx, cancel, err := client(c)
-							if err != nil {
-								return err
-							}
-							defer cancel()
-							var ts []agent.ACLTokenInfo
-							if err := cl.Do(ctx, "GET", "/v1/acl/tokens", nil, &ts); err != nil {
-								return err
-							}
-							if c.String("format") == "json" {
-								return printJSON(c.App.Writer, ts)
-							}
-							tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-							fmt.Fprintln(tw, "ACCESSOR ID\tPOLICY\tCREATED\tDESCRIPTION")
-							for _, t := range ts {
-								fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", t.AccessorID, t.Policy, t.CreateIndex, t.Description)
-							}
-							return tw.Flush()
+							return printList(c, "/v1/acl/tokens", func(tw io.Writer, ts []agent.ACLTokenInfo) {
+								fmt.Fprintln(tw, "ACCESSOR ID\tPOLICY\tCREATED\tDESCRIPTION")
+								for _, t := range ts {
+									fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", t.AccessorID, t.Policy, t.CreateIndex, t.Description)
+								}
+							})
 						},
 					},
 					{

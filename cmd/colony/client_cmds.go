@@ -109,6 +109,33 @@ func noArgs(c *cli.Context) error {
 	return nil
 }
 
+// printList is the body of a read-only list command: no arguments, one GET
+// of path into a T, then T as JSON (--format json) or as the table that
+// table writes (--format table).
+func printList[T any](c *cli.Context, path string, table func(w io.Writer, v T)) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	if f := c.String("format"); f != "table" && f != "json" {
+		return fmt.Errorf("--format %q: want table or json", f)
+	}
+	cl, ctx, cancel, err := client(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	var v T
+	if err := cl.Do(ctx, "GET", path, nil, &v); err != nil {
+		return err
+	}
+	if c.String("format") == "json" {
+		return printJSON(c.App.Writer, v)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	table(tw, v)
+	return tw.Flush()
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

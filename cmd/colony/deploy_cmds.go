@@ -54,31 +54,16 @@ func deployCommands() []*cli.Command {
 		{
 			Name: "deployments", Usage: "list deployments: desired, placed and pending instances", Flags: clientFlags(format),
 			Action: func(c *cli.Context) error {
-				if err := noArgs(c); err != nil {
-					return err
-				}
-				cl, ctx, cancel, err := client(c)
-				if err != nil {
-					return err
-				}
-				defer cancel()
-				var ds []agent.DeploymentInfo
-				if err := cl.Do(ctx, "GET", "/v1/deployments", nil, &ds); err != nil {
-					return err
-				}
-				if c.String("format") == "json" {
-					return printJSON(c.App.Writer, ds)
-				}
-				w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "NAME\tDESIRED\tPLACED\tPENDING\tWHY PENDING")
-				for _, d := range ds {
-					pending, why := 0, ""
-					if d.Pending != nil {
-						pending, why = d.Pending.Count, d.Pending.Metrics.String()
+				return printList(c, "/v1/deployments", func(w io.Writer, ds []agent.DeploymentInfo) {
+					fmt.Fprintln(w, "NAME\tDESIRED\tPLACED\tPENDING\tWHY PENDING")
+					for _, d := range ds {
+						pending, why := 0, ""
+						if d.Pending != nil {
+							pending, why = d.Pending.Count, d.Pending.Metrics.String()
+						}
+						fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", d.Name, d.Count, d.Placed, pending, why)
 					}
-					fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", d.Name, d.Count, d.Placed, pending, why)
-				}
-				return w.Flush()
+				})
 			},
 		},
 		{

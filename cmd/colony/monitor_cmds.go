@@ -66,31 +66,16 @@ func monitorCommands() []*cli.Command {
 		{
 			Name: "alarms", Usage: "list the cluster's active alarms (node down, aggregator lost, crash loop, thresholds)", Flags: clientFlags(format),
 			Action: func(c *cli.Context) error {
-				if err := noArgs(c); err != nil {
-					return err
-				}
-				cl, ctx, cancel, err := client(c)
-				if err != nil {
-					return err
-				}
-				defer cancel()
-				var as []monitor.Alarm
-				if err := cl.Do(ctx, "GET", "/v1/alarms", nil, &as); err != nil {
-					return err
-				}
-				if c.String("format") == "json" {
-					return printJSON(c.App.Writer, as)
-				}
-				if len(as) == 0 {
-					fmt.Fprintln(c.App.Writer, "No active alarms.")
-					return nil
-				}
-				tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "KIND\tSUBJECT\tSINCE")
-				for _, a := range as {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Kind, a.Subject, time.UnixMilli(a.Since).UTC().Format(time.RFC3339))
-				}
-				return tw.Flush()
+				return printList(c, "/v1/alarms", func(tw io.Writer, as []monitor.Alarm) {
+					if len(as) == 0 {
+						fmt.Fprintln(tw, "No active alarms.")
+						return
+					}
+					fmt.Fprintln(tw, "KIND\tSUBJECT\tSINCE")
+					for _, a := range as {
+						fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Kind, a.Subject, time.UnixMilli(a.Since).UTC().Format(time.RFC3339))
+					}
+				})
 			},
 		},
 		{

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"slices"
@@ -24,36 +25,21 @@ func poolCommands() []*cli.Command {
 		{
 			Name: "pools", Usage: "list node pools the autoscaler manages", Flags: clientFlags(format),
 			Action: func(c *cli.Context) error {
-				if err := noArgs(c); err != nil {
-					return err
-				}
-				cl, ctx, cancel, err := client(c)
-				if err != nil {
-					return err
-				}
-				defer cancel()
-				var ps []consensus.Pool
-				if err := cl.Do(ctx, "GET", "/v1/pools", nil, &ps); err != nil {
-					return err
-				}
-				if c.String("format") == "json" {
-					return printJSON(c.App.Writer, ps)
-				}
-				w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "NAME\tPROVIDER\tTYPES\tMIN\tMAX\tUP COOLDOWN\tDOWN AFTER IDLE\tLABELS")
-				for _, p := range ps {
-					types := strings.Join(p.Types, ",")
-					if types == "" {
-						types = "(all)"
+				return printList(c, "/v1/pools", func(w io.Writer, ps []consensus.Pool) {
+					fmt.Fprintln(w, "NAME\tPROVIDER\tTYPES\tMIN\tMAX\tUP COOLDOWN\tDOWN AFTER IDLE\tLABELS")
+					for _, p := range ps {
+						types := strings.Join(p.Types, ",")
+						if types == "" {
+							types = "(all)"
+						}
+						var labels []string
+						for k, v := range p.Labels {
+							labels = append(labels, k+"="+v)
+						}
+						slices.Sort(labels)
+						fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Name, p.Provider, types, p.Min, p.Max, p.ScaleUpCooldown, p.ScaleDownAfter, strings.Join(labels, ","))
 					}
-					var labels []string
-					for k, v := range p.Labels {
-						labels = append(labels, k+"="+v)
-					}
-					slices.Sort(labels)
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Name, p.Provider, types, p.Min, p.Max, p.ScaleUpCooldown, p.ScaleDownAfter, strings.Join(labels, ","))
-				}
-				return w.Flush()
+				})
 			},
 		},
 		{
