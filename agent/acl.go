@@ -517,11 +517,7 @@ func (a *Agent) handleACLTokenDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cmd := &consensus.ACLTokenDelete{AccessorID: r.PathValue("accessor")}
-	if err := cmd.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	n, ok := a.routeWrite(w, r)
+	n, ok := a.validWrite(w, r, cmd)
 	if !ok {
 		return
 	}

@@ -96,11 +96,7 @@ func (a *Agent) handlePoolPut(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handlePoolDelete(w http.ResponseWriter, r *http.Request) {
 	cmd := &consensus.DeletePool{Name: r.PathValue("name")}
-	if err := cmd.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	n, ok := a.routeWrite(w, r)
+	n, ok := a.validWrite(w, r, cmd)
 	if !ok {
 		return
 	}

@@ -223,11 +223,7 @@ func (a *Agent) handleDeployment(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleDeploymentDelete(w http.ResponseWriter, r *http.Request) {
 	cmd := &consensus.DeleteDeployment{Name: r.PathValue("name")}
-	if err := cmd.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	n, ok := a.routeWrite(w, r)
+	n, ok := a.validWrite(w, r, cmd)
 	if !ok {
 		return
 	}

@@ -411,15 +411,22 @@ func (a *Agent) handleSettingPut(w http.ResponseWriter, r *http.Request) {
 
 func (a *Agent) handleSettingDelete(w http.ResponseWriter, r *http.Request) {
 	cmd := &consensus.DeleteSetting{Key: r.PathValue("key")}
-	if err := cmd.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	n, ok := a.routeWrite(w, r)
+	n, ok := a.validWrite(w, r, cmd)
 	if !ok {
 		return
 	}
 	a.applyWrite(w, r, n, cmd)
+}
+
+// validWrite checks a command that needs no request body, then routes it
+// like routeWrite: it returns the leader's Raft node to apply cmd on, or
+// false when it has answered (refused, or forwarded to the leader).
+func (a *Agent) validWrite(w http.ResponseWriter, r *http.Request, cmd consensus.Command) (*consensus.Node, bool) {
+	if err := cmd.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return nil, false
+	}
+	return a.routeWrite(w, r)
 }
 
 // applyWrite commits cmd on this node, the leader (see routeWrite).
