@@ -300,10 +300,9 @@ func (a *Agent) orphaned(n *consensus.Node) bool {
 		a.orphanSince = time.Time{}
 		return false
 	}
-	_, err := n.Servers()
 	l, ok := a.leaderFromGossip()
 	lid, _ := n.Leader()
-	orphan := err == nil && lid == "" && ok && l.Meta.ID != a.id && len(l.Meta.Voters) > 0 &&
+	orphan := lid == "" && ok && l.Meta.ID != a.id && len(l.Meta.Voters) > 0 &&
 		len(l.Meta.Voters) < gossip.MaxMetaVoters && !slices.Contains(l.Meta.Voters, a.id) && l.Meta.Term >= n.Stats().Term
 	if !orphan {
 		a.orphanSince = time.Time{}
@@ -389,15 +388,8 @@ func (a *Agent) tryBootstrapExpect() {
 			m, ok := a.memberByID(id.String())
 			if !ok || m.Meta.RaftAddr == "" {
 				// Gossip has not brought every chosen voter yet (under a
-				// join storm that can take a push/pull interval). Raft
-				// needs no configuration of its own here: started empty,
-				// it votes for the node that bootstrapped and receives the
-				// configuration from it as the first log entry.
-				if _, err := a.startRaft(); err != nil {
-					a.logger.Error("cannot start raft for bootstrap", "subsystem", "raft", "error", err)
-					return
-				}
-				a.logger.Info("chosen as a bootstrap voter; waiting for the configuration from the node that bootstrapped", "subsystem", "raft", "voters", len(list))
+				// join storm that can take a push/pull interval).
+				a.startRaftEmpty(len(list))
 				return
 			}
 			servers = append(servers, consensus.Server{ID: id.String(), Address: m.Meta.RaftAddr, Voter: true})
@@ -427,16 +419,21 @@ func (a *Agent) tryBootstrapExpect() {
 	case held >= 2*stable && slices.ContainsFunc(servers, func(s consensus.Server) bool { return s.ID == self }):
 		// Chosen by the same rule, but the voter list the deciding node
 		// gossips after bootstrapping has not reached this node (a missed
-		// broadcast waits for the next push/pull). Start Raft empty: the
-		// decider's configuration arrives as its first log entry. Had
-		// this node's view been wrong, it is in no configuration and
-		// retires (see orphaned).
-		if _, err := a.startRaft(); err != nil {
-			a.logger.Error("cannot start raft for bootstrap", "subsystem", "raft", "error", err)
-			return
-		}
-		a.logger.Info("chosen as a bootstrap voter; waiting for the configuration from the node that bootstrapped", "subsystem", "raft", "voters", len(servers))
+		// broadcast waits for the next push/pull). Had this node's view
+		// been wrong, it is in no configuration and retires (see orphaned).
+		a.startRaftEmpty(len(servers))
 	}
+}
+
+// startRaftEmpty starts Raft without a configuration on a node chosen as
+// a bootstrap voter: it votes for the node that bootstrapped and receives
+// the configuration from it as the first log entry.
+func (a *Agent) startRaftEmpty(voters int) {
+	if _, err := a.startRaft(); err != nil {
+		a.logger.Error("cannot start raft for bootstrap", "subsystem", "raft", "error", err)
+		return
+	}
+	a.logger.Info("chosen as a bootstrap voter; waiting for the configuration from the node that bootstrapped", "subsystem", "raft", "voters", voters)
 }
 
 func (a *Agent) bootstrapWith(servers []consensus.Server) {
