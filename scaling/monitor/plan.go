@@ -28,12 +28,14 @@ type Member struct {
 // Plan is the monitoring tree committed by the leader.
 //
 // Every planned node has a parent, the aggregator it pushes to, except the
-// root. A node's Level is how many levels of the tree it aggregates: 0 for a
-// plain member, 1 for the aggregator of a bottom group, and so on; an
-// aggregator of a level-j group also sits in a level-(j+1) group, possibly
-// as its aggregator again (the root aggregates one group at every level).
-// Depth is the root's level: the number of group levels, ⌈log_K N⌉, which is
-// 0 for a single node and 1 for 2..K nodes.
+// root. A node's Level is the level of the group it leads: 0 for a plain
+// member, 1 for the aggregator of a bottom group (its children are plain
+// members), j for the aggregator of a group of level-(j−1) aggregators. No
+// node leads more than one group, so every aggregator, the root included,
+// receives at most K summaries an interval, and a level-j aggregator's
+// children are all of level j−1. Depth is the root's level: the number of
+// group levels, ⌈log_K N⌉, which is 0 for a single node and 1 for 2..K
+// nodes.
 //
 // The serialised form is a flat map node → parent plus the levels of
 // aggregators, so it is small enough to commit through Raft: about 80 bytes
@@ -225,8 +227,8 @@ func (p *Plan) Failover(id string, alive func(string) bool) (target string, ok b
 }
 
 // Check verifies the structural invariants a committed plan must keep: one
-// root, no cycles, every group at most GroupSize members, levels
-// consistent, depth equal to the root's level. The agent can run it on a
+// root, no cycles, no aggregator receiving from more than GroupSize nodes
+// of one level, levels consistent, depth equal to the root's level. The agent can run it on a
 // plan read from Raft before trusting it.
 func (p *Plan) Check() error {
 	if len(p.Parents) == 0 {
@@ -261,13 +263,20 @@ func (p *Plan) Check() error {
 	if p.Levels[p.RootID] != p.Depth {
 		return fmt.Errorf("%w: root level %d but depth %d", ErrInvalidPlan, p.Levels[p.RootID], p.Depth)
 	}
-	for agg, lvl := range p.Levels {
+	for agg := range p.Levels {
 		if _, ok := p.Parents[agg]; !ok {
 			return fmt.Errorf("%w: level for unplanned %q", ErrInvalidPlan, agg)
 		}
-		for j := range lvl {
-			if n := len(p.Group(agg, j)); n > p.GroupSize {
-				return fmt.Errorf("%w: %q leads a level-%d group of %d > %d", ErrInvalidPlan, agg, j, n, p.GroupSize)
+		// Counted per level of the children, so that plans committed
+		// before aggregators led one group each (the root then led a
+		// group at every level) still pass on replay of an old log.
+		perLevel := make(map[int]int)
+		for _, c := range p.Children(agg) {
+			perLevel[p.Levels[c]]++
+		}
+		for j, n := range perLevel {
+			if n > p.GroupSize {
+				return fmt.Errorf("%w: %q receives from %d > %d level-%d nodes", ErrInvalidPlan, agg, n, p.GroupSize, j)
 			}
 		}
 	}
@@ -289,18 +298,32 @@ func DepthFor(n, k int) int {
 // item is one thing being grouped at some level: a node at level 0, a
 // group (slot) of the level below otherwise.
 type item struct {
-	id       string
-	zone     string
-	h        uint64
-	agg      string // node that aggregates this item (the node itself at level 0)
-	aggScore uint64
-	aggVoter bool
+	id   string
+	zone string
+	h    uint64
+	node *candidate // the node, at level 0
+	sub  *slot      // the group of the level below, above level 0
+}
+
+// candidate is a node as a possible aggregator.
+type candidate struct {
+	id    string
+	score uint64
+	voter bool
+}
+
+func (a *candidate) better(b *candidate) bool {
+	return betterAggregator(a.voter, a.score, a.id, b.voter, b.score, b.id)
 }
 
 type slot struct {
 	id    string
 	h     uint64
 	items []*item
+	// best holds the best-ranked nodes of the slot's whole subtree, best
+	// first, as many as there are slots above it plus one: each slot above
+	// takes at most one of them as its own aggregator.
+	best []*candidate
 }
 
 // ComputePlan builds the monitoring tree for the alive members.
@@ -310,10 +333,17 @@ type slot struct {
 // pool gets ⌈n/TargetGroupSize⌉ slots named by level, zone and index, and
 // every item goes to its highest rendezvous-weight slot that still has room
 // for K members (bounded-load rendezvous hashing, items visited in hash
-// order). A slot's aggregator is its best-ranked member (non-voters first).
-// Because slot names do not depend on who is in them, one join or leave
-// moves that node, plus a group's worth of nodes in the rare cases where a
-// pool's slot count changes or a group's aggregator changes.
+// order). Because slot names do not depend on who is in them, one join or
+// leave moves that node, plus a group's worth of nodes in the rare cases
+// where a pool's slot count changes or a group's aggregator changes.
+//
+// Aggregators are then chosen top-down, so that no node leads more than
+// one group: the root group takes the best-ranked node of the whole tree
+// (non-voters first, then a per-ID hash), and every group below takes the
+// best-ranked node of its own subtree that no group above it has taken. A
+// level-1 group's aggregator is one of its members, so it receives at most
+// K−1 summaries; a higher group's aggregator receives one from each of its
+// at most K subgroups. No node, the root included, has a fan-in above K.
 //
 // The result depends only on the set of members, not their order.
 func ComputePlan(members []Member, cfg Config) (*Plan, error) {
@@ -337,7 +367,7 @@ func ComputePlan(members []Member, cfg Config) (*Plan, error) {
 		}
 		items = append(items, &item{
 			id: m.ID, zone: m.Zone, h: hashString(m.ID),
-			agg: m.ID, aggScore: aggregatorScore(m.ID), aggVoter: m.Voter,
+			node: &candidate{id: m.ID, score: aggregatorScore(m.ID), voter: m.Voter},
 		})
 		if m.Voter {
 			voters = append(voters, m.ID)
@@ -351,41 +381,89 @@ func ComputePlan(members []Member, cfg Config) (*Plan, error) {
 		Voters:    voters,
 		Depth:     DepthFor(len(items), k),
 	}
-	if len(items) == 0 {
+	switch len(items) {
+	case 0:
+		return p, nil
+	case 1:
+		p.RootID = items[0].id
+		p.Parents[p.RootID] = ""
 		return p, nil
 	}
 	budget := 1
 	for range p.Depth - 1 {
 		budget *= k
 	}
+	var slots []*slot
 	for lvl := range p.Depth {
-		slots := assignLevel(items, lvl, cfg, budget)
+		slots = assignLevel(items, lvl, cfg, budget)
 		items = items[:0:0]
 		for _, s := range slots {
-			var best *item
-			for _, it := range s.items {
-				if best == nil || betterAggregator(it.aggVoter, it.aggScore, it.agg, best.aggVoter, best.aggScore, best.agg) {
-					best = it
-				}
-			}
-			for _, it := range s.items {
-				if it != best {
-					p.Parents[it.agg] = best.agg
-				}
-			}
-			p.Levels[best.agg] = lvl + 1
-			items = append(items, &item{
-				id: s.id, zone: s.items[0].zone, h: s.h,
-				agg: best.agg, aggScore: best.aggScore, aggVoter: best.aggVoter,
-			})
+			s.best = bestOf(s, p.Depth+1)
+			items = append(items, &item{id: s.id, zone: s.items[0].zone, h: s.h, sub: s})
 		}
 		budget /= k
 	}
 	// After Depth levels exactly one group is left (each level's slot
-	// count fits the budget K^(levels left)); its aggregator is the root.
-	p.RootID = items[0].agg
+	// count fits the budget K^(levels left)): the root's.
+	root := slots[0]
+	p.RootID = root.best[0].id
 	p.Parents[p.RootID] = ""
+	p.place(root, p.Depth, nil)
 	return p, nil
+}
+
+// bestOf ranks the best n nodes of a slot's subtree, from its members'
+// (nodes at level 0, subgroups' best lists above).
+func bestOf(s *slot, n int) []*candidate {
+	var all []*candidate
+	for _, it := range s.items {
+		if it.node != nil {
+			all = append(all, it.node)
+		} else {
+			all = append(all, it.sub.best...)
+		}
+	}
+	slices.SortFunc(all, func(a, b *candidate) int {
+		if a.better(b) {
+			return -1
+		}
+		if b.better(a) {
+			return 1
+		}
+		return 0
+	})
+	return all[:min(n, len(all))]
+}
+
+// place gives slot s (a group of level lvl) the best node of its subtree
+// that the groups above (taken, their aggregators) have not taken, makes
+// it report to the group above (whose aggregator is the last of taken),
+// and places the subtree. A group whose every node leads a group above it
+// is left without an aggregator: its nodes report in those roles.
+func (p *Plan) place(s *slot, lvl int, taken []string) {
+	agg := ""
+	for _, c := range s.best {
+		if !slices.Contains(taken, c.id) {
+			agg = c.id
+			break
+		}
+	}
+	if agg == "" {
+		return
+	}
+	if len(taken) > 0 {
+		p.Parents[agg] = taken[len(taken)-1]
+	}
+	p.Levels[agg] = lvl
+	taken = append(taken, agg)
+	for _, it := range s.items {
+		switch {
+		case it.sub != nil:
+			p.place(it.sub, lvl-1, taken)
+		case !slices.Contains(taken, it.id):
+			p.Parents[it.id] = agg
+		}
+	}
 }
 
 // slotCounts decides how many slots each pool gets at one level, keeping the

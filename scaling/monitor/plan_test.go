@@ -112,25 +112,24 @@ func checkInvariants(t *testing.T, p *Plan, ms []Member, k int) {
 	if roots != 1 {
 		t.Fatalf("%d roots", roots)
 	}
-	// Every group at every level has at most K members, and each node is a
-	// member of exactly one level-0 group.
-	inGroup := make(map[string]int)
+	// No aggregator, the root included, receives from more than K nodes,
+	// and a level-L aggregator's children are all of level L-1: each node
+	// leads at most one group.
 	for agg, lvl := range p.Levels {
-		for j := range lvl {
-			g := p.Group(agg, j)
-			if len(g) > k {
-				t.Fatalf("group of %s at level %d has %d > %d", agg, j, len(g), k)
-			}
-			if j == 0 {
-				for _, m := range g {
-					inGroup[m]++
-				}
+		// (A tiny group whose other members lead groups above it can be
+		// left with an aggregator and no children.)
+		if n := p.FanIn(agg); n > k {
+			t.Fatalf("aggregator %s (level %d) has fan-in %d, want at most %d", agg, lvl, n, k)
+		}
+		for _, c := range p.Children(agg) {
+			if p.Level(c) != lvl-1 {
+				t.Fatalf("level-%d aggregator %s has child %s of level %d", lvl, agg, c, p.Level(c))
 			}
 		}
 	}
 	for _, m := range ms {
-		if m.Alive && inGroup[m.ID] != 1 && alive > 1 {
-			t.Fatalf("%s in %d level-0 groups", m.ID, inGroup[m.ID])
+		if _, ok := p.Parent(m.ID); m.Alive != ok {
+			t.Fatalf("%s alive %v, planned %v", m.ID, m.Alive, ok)
 		}
 	}
 }
@@ -158,6 +157,9 @@ func TestPlanTenThousand(t *testing.T) {
 				t.Fatalf("group of %s (zone %s) holds %s from %s", agg, zone[agg], c, zone[c])
 			}
 		}
+	}
+	if maxFan > cfg.GroupSize || p.FanIn(p.Root()) > cfg.GroupSize {
+		t.Fatalf("largest fan-in %d, root fan-in %d, K %d", maxFan, p.FanIn(p.Root()), cfg.GroupSize)
 	}
 	b, _ := json.Marshal(p)
 	t.Logf("10000 nodes: depth %d, %d aggregators, max fan-in %d, root fan-in %d, JSON %d bytes",
@@ -342,6 +344,42 @@ func TestFailover(t *testing.T) {
 	}
 	if _, ok := p.Failover("nobody", everyone); ok {
 		t.Fatal("failover for unplanned node")
+	}
+
+	// A level-2 aggregator below the root dies: its children, level-1
+	// aggregators, agree on one of them to stand in, which pushes to the
+	// root, and the dead node's grandchildren keep pushing to their own
+	// (alive) aggregators.
+	var mid string
+	for id, lvl := range p.Levels {
+		if lvl == 2 && id != p.Root() {
+			mid = id
+			break
+		}
+	}
+	if mid == "" {
+		t.Fatalf("no level-2 aggregator below the root (depth %d)", p.Depth)
+	}
+	dead = func(id string) bool { return id != mid }
+	kids := p.Children(mid)
+	stand, _ = p.Failover(kids[0], dead)
+	if !slices.Contains(kids, stand) {
+		t.Fatalf("stand-in %q for %s is not one of its children %v", stand, mid, kids)
+	}
+	for _, c := range kids {
+		got, _ := p.Failover(c, dead)
+		if c == stand {
+			if got != p.Root() {
+				t.Fatalf("stand-in %s pushes to %q, not the root %s", c, got, p.Root())
+			}
+		} else if got != stand {
+			t.Fatalf("%s fails over to %q, others to %q", c, got, stand)
+		}
+		for _, g := range p.Children(c) {
+			if got, _ := p.Failover(g, dead); got != c {
+				t.Fatalf("%s, below live %s, pushes to %q", g, c, got)
+			}
+		}
 	}
 }
 
