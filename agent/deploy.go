@@ -74,9 +74,9 @@ func (a *Agent) placeTick(n *consensus.Node) {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 	defer cancel()
-	if _, _, err := n.Apply(ctx, plan); err != nil {
+	if parts, err := n.ApplyPlan(ctx, plan); err != nil {
 		if !errors.Is(err, consensus.ErrStalePlan) {
-			a.logger.Warn("placement plan not committed; will plan again", "subsystem", "placement", "error", err)
+			a.logger.Warn("placement plan not committed; will plan again", "subsystem", "placement", "committed_parts", parts, "error", err)
 		}
 		return
 	}

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -228,6 +229,64 @@ type ApplyPlan struct {
 	Place     []placement.Placement `json:"place,omitempty"`
 	Stop      []string              `json:"stop,omitempty"` // placement IDs
 	Pending   []placement.Pending   `json:"pending,omitempty"`
+}
+
+// MaxPlanChanges bounds the placements plus stops one ApplyPlan command
+// carries. A placement encodes to at most about 350 bytes (63-character
+// deployment name, UUID node ID), so 1,000 of them stay well inside
+// MaxCommandSize; one instance on each of 10,000 nodes is ten commands.
+const MaxPlanChanges = 1000
+
+// Split cuts a plan into commands of at most MaxPlanChanges changes each,
+// stops first (they free the resources the placements may need). Each part
+// is a consistent change on its own, so a leader that loses its lease
+// between parts leaves a cluster with some of the plan applied, which the
+// next leader's planning completes. Every part carries the whole pending
+// list. The first part keeps c.BaseIndex; each later part must get the
+// index the previous one was committed at (see Node.ApplyPlan).
+func (c *ApplyPlan) Split() []*ApplyPlan {
+	if len(c.Stop)+len(c.Place) <= MaxPlanChanges {
+		return []*ApplyPlan{c}
+	}
+	var parts []*ApplyPlan
+	part := &ApplyPlan{BaseIndex: c.BaseIndex, Pending: c.Pending}
+	room := func() {
+		if len(part.Stop)+len(part.Place) == MaxPlanChanges {
+			parts = append(parts, part)
+			part = &ApplyPlan{Pending: c.Pending}
+		}
+	}
+	for _, id := range c.Stop {
+		part.Stop = append(part.Stop, id)
+		room()
+	}
+	for _, p := range c.Place {
+		part.Place = append(part.Place, p)
+		room()
+	}
+	if len(part.Stop)+len(part.Place) > 0 {
+		parts = append(parts, part)
+	}
+	return parts
+}
+
+// ApplyPlan commits a placement plan of any size: one command, or the
+// parts of c.Split() one after the other, each based on the index the
+// previous part was committed at. It returns how many parts were committed
+// and stops at the first error (ErrStalePlan when placements changed under
+// it: the caller plans again).
+func (n *Node) ApplyPlan(ctx context.Context, c *ApplyPlan) (int, error) {
+	base := c.BaseIndex
+	parts := c.Split()
+	for i, part := range parts {
+		part.BaseIndex = base
+		idx, _, err := n.Apply(ctx, part)
+		if err != nil {
+			return i, fmt.Errorf("placement plan part %d of %d: %w", i+1, len(parts), err)
+		}
+		base = idx
+	}
+	return len(parts), nil
 }
 
 // ErrStalePlan means a plan was computed from an older state.
