@@ -211,7 +211,13 @@ func (n *Node) TransferLeadership(ctx context.Context) error {
 	}
 	f := n.raft.LeadershipTransfer()
 	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
+	// The future resolves within an election timeout, or when Raft shuts
+	// down; Shutdown waits for this goroutine after stopping Raft.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		done <- f.Error()
+	}()
 	select {
 	case err := <-done:
 		if err != nil {

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -317,5 +318,46 @@ func TestConfigValidate(t *testing.T) {
 	n := startNode(t, cfg)
 	if _, port, _ := netSplit(n.Addr()); port == "0" {
 		t.Fatalf("advertised port 0: %s", n.Addr())
+	}
+}
+
+// TestTransferLeadership: a leader hands over to another voter; with a
+// context already ended it returns at once, and Shutdown still waits for
+// the transfer's goroutine.
+func TestTransferLeadership(t *testing.T) {
+	var nodes []*Node
+	for _, id := range []string{"a", "b", "c"} {
+		nodes = append(nodes, startNode(t, testConfig(id, t.TempDir())))
+	}
+	if err := nodes[0].BootstrapSelf(); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, nodes[0])
+	for _, n := range nodes[1:] {
+		if err := nodes[0].AddVoter(ctxT(t), n.ID(), n.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := waitLeader(t, nodes...)
+	if err := old.TransferLeadership(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitLong, func() error {
+		if l := waitLeader(t, nodes...); l == old {
+			return fmt.Errorf("%s still leads", old.ID())
+		}
+		return nil
+	})
+	leader := waitLeader(t, nodes...)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := leader.TransferLeadership(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("transfer with an ended context: %v", err)
+	}
+	if err := leader.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.TransferLeadership(ctxT(t)); err != nil {
+		t.Fatalf("transfer on a node that does not lead: %v", err)
 	}
 }
