@@ -371,8 +371,9 @@ func New(cfg Config) (*Gossip, error) {
 }
 
 // metaSyncPeers is how many random live members a metadata change is also
-// pushed to by a full-state sync.
-const metaSyncPeers = 2
+// pushed to by a full-state sync: every other member of a five-node
+// cluster that has just lost one.
+const metaSyncPeers = 3
 
 // metaSyncLoop backs up the broadcast of a metadata change with a
 // full-state sync (push/pull) with a few random live members. memberlist
@@ -408,11 +409,19 @@ func (g *Gossip) metaSyncLoop() {
 		}
 		g.mu.Unlock()
 		rand.Shuffle(len(live), func(i, j int) { live[i], live[j] = live[j], live[i] })
+		// In parallel: a member that just died still looks alive, and a
+		// sync with it waits for the TCP timeout; done one after the other,
+		// that held the others back (a non-voter then named a killed
+		// leader for up to 13 s after its successor was elected).
+		var syncs sync.WaitGroup
 		for _, addr := range live[:min(metaSyncPeers, len(live))] {
-			if _, err := g.ml.Join([]string{addr}); err != nil {
-				g.logger.Debug("metadata sync failed", "addr", addr, "error", flatten(err))
-			}
+			syncs.Go(func() {
+				if _, err := g.ml.Join([]string{addr}); err != nil {
+					g.logger.Debug("metadata sync failed", "addr", addr, "error", flatten(err))
+				}
+			})
 		}
+		syncs.Wait()
 	}
 }
 
