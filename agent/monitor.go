@@ -29,10 +29,10 @@ import (
 )
 
 // Cluster monitoring (scaling/DESIGN.md, "Monitoring plan"). The leader
-// commits a tree (SetMonitorPlan) when it changes; every node follows it
-// with a blocking query, samples itself every interval, merges what its
-// children pushed and pushes one summary to its parent; the root holds the
-// whole cluster. Any node answers /v1/cluster/metrics by asking the root.
+// commits a tree (consensus.CommitMonitorPlan) when it changes; every node
+// follows it with a blocking query, samples itself every interval, merges
+// what its children pushed and pushes one summary to its parent; the root
+// holds the whole cluster. Any node answers /v1/cluster/metrics by asking the root.
 
 // Monitoring defaults and limits (Config.MonitorInterval and
 // MonitorGroupSize).
@@ -265,7 +265,10 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
 	defer cancel()
-	if _, _, err := n.Apply(ctx, &consensus.SetMonitorPlan{Plan: body}); err != nil {
+	// Past ~3,000 nodes the plan goes in several Raft entries, installed
+	// at once when the last one commits (consensus.SetMonitorPlanPart).
+	_, cmds, err := n.CommitMonitorPlan(ctx, body)
+	if err != nil {
 		if err.Error() != m.commitErr {
 			m.commitErr = err.Error()
 			a.logger.Warn("monitoring plan not committed; will plan again", "subsystem", "monitor", "error", err, "bytes", len(body))
@@ -274,7 +277,7 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 	}
 	m.commitErr = ""
 	m.lastCommit = time.Now()
-	a.logger.Info("monitoring plan committed", "subsystem", "monitor", "version", p.Version, "nodes", p.Len(), "depth", p.Depth, "root", p.RootID, "bytes", len(body))
+	a.logger.Info("monitoring plan committed", "subsystem", "monitor", "version", p.Version, "nodes", p.Len(), "depth", p.Depth, "root", p.RootID, "bytes", len(body), "commands", cmds)
 }
 
 // planCommitMaxDelay bounds how long the leader holds back a changed
@@ -340,7 +343,7 @@ func (m *nodeMonitor) fetchPlan(index uint64) (json.RawMessage, uint64, error) {
 	// A short wait: a poll parked on a voter that then gets cut off (a
 	// partition, a host gone silent) would otherwise hold this node on an
 	// old plan for minutes.
-	b, idx, err := a.voterLongPoll("/v1/monitor/plan", url.Values{}, index, min(wait, 10*m.cfg.Interval), consensus.MaxCommandSize+1)
+	b, idx, err := a.voterLongPoll("/v1/monitor/plan", url.Values{}, index, min(wait, 10*m.cfg.Interval), consensus.MaxMonitorPlanBytes+1)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -23,21 +23,22 @@ type CommandType uint8
 
 // Command types. Add new ones at the end (see DESIGN.md, "adding a command").
 const (
-	CmdSetSetting       CommandType = 1
-	CmdDeleteSetting    CommandType = 2
-	CmdPutDeployment    CommandType = 3
-	CmdScaleDeployment  CommandType = 4
-	CmdDeleteDeployment CommandType = 5
-	CmdSetDrain         CommandType = 6
-	CmdApplyPlan        CommandType = 7
-	CmdSetMonitorPlan   CommandType = 8
-	CmdPutPool          CommandType = 9
-	CmdDeletePool       CommandType = 10
-	CmdPutIntent        CommandType = 11
-	CmdAppendEvent      CommandType = 12
-	CmdACLBootstrap     CommandType = 13
-	CmdACLTokenPut      CommandType = 14
-	CmdACLTokenDelete   CommandType = 15
+	CmdSetSetting         CommandType = 1
+	CmdDeleteSetting      CommandType = 2
+	CmdPutDeployment      CommandType = 3
+	CmdScaleDeployment    CommandType = 4
+	CmdDeleteDeployment   CommandType = 5
+	CmdSetDrain           CommandType = 6
+	CmdApplyPlan          CommandType = 7
+	CmdSetMonitorPlan     CommandType = 8
+	CmdPutPool            CommandType = 9
+	CmdDeletePool         CommandType = 10
+	CmdPutIntent          CommandType = 11
+	CmdAppendEvent        CommandType = 12
+	CmdACLBootstrap       CommandType = 13
+	CmdACLTokenPut        CommandType = 14
+	CmdACLTokenDelete     CommandType = 15
+	CmdSetMonitorPlanPart CommandType = 16
 )
 
 // Command is one change to the cluster state. Commands are validated
@@ -60,21 +61,22 @@ var commandRegistry = map[CommandType]struct {
 	name string
 	new  func() Command
 }{
-	CmdSetSetting:       {"set-setting", func() Command { return &SetSetting{} }},
-	CmdDeleteSetting:    {"delete-setting", func() Command { return &DeleteSetting{} }},
-	CmdPutDeployment:    {"put-deployment", func() Command { return &PutDeployment{} }},
-	CmdScaleDeployment:  {"scale-deployment", func() Command { return &ScaleDeployment{} }},
-	CmdDeleteDeployment: {"delete-deployment", func() Command { return &DeleteDeployment{} }},
-	CmdSetDrain:         {"set-drain", func() Command { return &SetDrain{} }},
-	CmdApplyPlan:        {"apply-plan", func() Command { return &ApplyPlan{} }},
-	CmdPutPool:          {"put-pool", func() Command { return &PutPool{} }},
-	CmdDeletePool:       {"delete-pool", func() Command { return &DeletePool{} }},
-	CmdPutIntent:        {"put-intent", func() Command { return &PutIntent{} }},
-	CmdAppendEvent:      {"append-event", func() Command { return &AppendEvent{} }},
-	CmdSetMonitorPlan:   {"set-monitor-plan", func() Command { return &SetMonitorPlan{} }},
-	CmdACLBootstrap:     {"acl-bootstrap", func() Command { return &ACLBootstrap{} }},
-	CmdACLTokenPut:      {"acl-token-put", func() Command { return &ACLTokenPut{} }},
-	CmdACLTokenDelete:   {"acl-token-delete", func() Command { return &ACLTokenDelete{} }},
+	CmdSetSetting:         {"set-setting", func() Command { return &SetSetting{} }},
+	CmdDeleteSetting:      {"delete-setting", func() Command { return &DeleteSetting{} }},
+	CmdPutDeployment:      {"put-deployment", func() Command { return &PutDeployment{} }},
+	CmdScaleDeployment:    {"scale-deployment", func() Command { return &ScaleDeployment{} }},
+	CmdDeleteDeployment:   {"delete-deployment", func() Command { return &DeleteDeployment{} }},
+	CmdSetDrain:           {"set-drain", func() Command { return &SetDrain{} }},
+	CmdApplyPlan:          {"apply-plan", func() Command { return &ApplyPlan{} }},
+	CmdPutPool:            {"put-pool", func() Command { return &PutPool{} }},
+	CmdDeletePool:         {"delete-pool", func() Command { return &DeletePool{} }},
+	CmdPutIntent:          {"put-intent", func() Command { return &PutIntent{} }},
+	CmdAppendEvent:        {"append-event", func() Command { return &AppendEvent{} }},
+	CmdSetMonitorPlan:     {"set-monitor-plan", func() Command { return &SetMonitorPlan{} }},
+	CmdACLBootstrap:       {"acl-bootstrap", func() Command { return &ACLBootstrap{} }},
+	CmdACLTokenPut:        {"acl-token-put", func() Command { return &ACLTokenPut{} }},
+	CmdACLTokenDelete:     {"acl-token-delete", func() Command { return &ACLTokenDelete{} }},
+	CmdSetMonitorPlanPart: {"set-monitor-plan-part", func() Command { return &SetMonitorPlanPart{} }},
 }
 
 // String names the type for logs and errors.

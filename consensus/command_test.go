@@ -11,6 +11,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		&SetSetting{Key: "a", Value: ""},
 		&SetSetting{Key: "scaling/cool-down.v2", Value: "multi\nline\tvalue ✓"},
 		&DeleteSetting{Key: "a"},
+		&SetMonitorPlanPart{Stage: 0xfeed, Seq: 1, Total: 3, Data: []byte{0, 1, 0xff}},
 	} {
 		b, err := EncodeCommand(c)
 		if err != nil {
@@ -98,7 +99,8 @@ func TestSettingValidation(t *testing.T) {
 func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range []Command{&SetSetting{Key: "k", Value: "v"}, &DeleteSetting{Key: "k"},
 		&ACLBootstrap{Token: testToken(0, PolicyManagement)}, &ACLTokenPut{Token: testToken(1, PolicyReadOnly)},
-		&ACLTokenDelete{AccessorID: testToken(1, PolicyReadOnly).AccessorID}} {
+		&ACLTokenDelete{AccessorID: testToken(1, PolicyReadOnly).AccessorID},
+		&SetMonitorPlanPart{Stage: 1, Seq: 0, Total: 2, Data: []byte("x")}} {
 		b, _ := EncodeCommand(c)
 		f.Add(b)
 	}

@@ -269,6 +269,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("decode snapshot: %w", err)
 	}
+	mon, err := snap.Monitor.restore()
+	if err != nil {
+		return fmt.Errorf("decode snapshot: %w", err)
+	}
 	tables := snap.Tables
 	if tables == nil {
 		tables = map[string]uint64{}
@@ -278,7 +282,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer s.mu.Unlock()
 	s.index, s.tables, s.settings, s.work = snap.Index, tables, settings, snap.Work.restore()
 	s.pools = snap.Pools.restore()
-	s.monitor = snap.Monitor.restore()
+	s.monitor = mon
 	s.acl = acl
 	s.bump()
 	return nil
