@@ -347,6 +347,9 @@ func (m *nodeMonitor) fetchPlan(index uint64) (json.RawMessage, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	if len(b) > consensus.MaxMonitorPlanBytes {
+		return nil, 0, fmt.Errorf("monitoring plan larger than %d bytes", consensus.MaxMonitorPlanBytes)
+	}
 	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
 		b = nil
 	}
