@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -42,6 +45,7 @@ func TestMonitorLargePlanFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var gzipped []byte
 	retry.Until(t, 60*time.Second, func() error {
 		n := n1.raftNode()
 		if n == nil {
@@ -66,6 +70,24 @@ func TestMonitorLargePlanFetch(t *testing.T) {
 		if !bytes.Equal(got, raw) {
 			t.Fatalf("fetched %d bytes, committed %d", len(got), len(raw))
 		}
+		// It travels gzipped to a client that asks for it.
+		req, err := http.NewRequest("GET", "http://"+n1.HTTPAddr()+"/v1/monitor/plan?consistency=stale", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.Header.Get(HeaderIndex) != strconv.FormatUint(idx, 10) {
+			return fmt.Errorf("the plan at %s replaced the one committed at %d", resp.Header.Get(HeaderIndex), idx)
+		}
+		if gzipped, err = io.ReadAll(resp.Body); err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("status %d, encoding %q, %v", resp.StatusCode, resp.Header.Get("Content-Encoding"), err)
+		}
 		return nil
 	})
+	t.Logf("a %d-byte plan is sent as %d bytes gzipped", len(raw), len(gzipped))
 }
