@@ -406,47 +406,54 @@ func (a *Agent) goFunc(f func()) {
 // peersLoop keeps the data dir's list of live peers current, so a restart
 // rejoins without any --join.
 func (a *Agent) peersLoop() {
-	var saved []string
+	// The saved peers, with the member name each address belongs to, so
+	// that checking them costs one lookup each rather than a scan of all
+	// N members (every node runs this about once a second while members
+	// join: O(N) per node was O(N²) for a machine running many agents).
+	type peer struct{ name, addr string }
+	var saved []peer
 	tick := time.NewTicker(30 * time.Second)
 	defer tick.Stop()
+	const maxPeers = 64
 	save := func() {
-		live := map[string]bool{}
-		var fresh []string
-		for _, m := range a.gossip.Members() {
-			if m.Name != a.cfg.NodeName && (m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect) {
-				live[m.Address()] = true
-				fresh = append(fresh, m.Address())
-			}
-		}
-		// Keep the last known peers when this node is alone (e.g. shutting
-		// down, or cut off): an empty list would strand the next start.
-		if len(live) == 0 {
-			return
-		}
-		// Saved peers still alive stay; only dead ones are replaced and the
-		// list filled up to 64 (enough to find the cluster; bounded file).
-		// So a join storm of thousands does not rewrite (and fsync) the file
-		// on every node at every membership change.
-		peers := make([]string, 0, 64)
+		// Saved peers still alive at the same address stay; only dead ones
+		// are replaced and the list filled up to 64 (enough to find the
+		// cluster; bounded file). So a join storm of thousands does not
+		// rewrite (and fsync) the file on every node at every membership
+		// change.
+		peers := make([]peer, 0, maxPeers)
 		kept := map[string]bool{}
 		for _, p := range saved {
-			if live[p] && len(peers) < 64 {
+			if m, ok := a.gossip.MemberByName(p.name); ok && m.Status == gossip.StatusAlive && m.Address() == p.addr {
 				peers = append(peers, p)
-				kept[p] = true
+				kept[p.name] = true
 			}
 		}
-		for _, p := range fresh {
-			if len(peers) >= 64 {
+		if len(peers) == len(saved) && len(saved) == maxPeers {
+			return
+		}
+		fresh := a.gossip.AlivePeers(maxPeers + len(peers))
+		// Keep the last known peers when this node is alone (e.g. shutting
+		// down, or cut off): an empty list would strand the next start.
+		if len(fresh) == 0 {
+			return
+		}
+		for _, m := range fresh {
+			if len(peers) >= maxPeers {
 				break
 			}
-			if !kept[p] {
-				peers = append(peers, p)
+			if !kept[m.Name] {
+				peers = append(peers, peer{m.Name, m.Address()})
 			}
 		}
 		if slices.Equal(peers, saved) {
 			return
 		}
-		if err := a.dir.savePeers(peers); err != nil {
+		addrs := make([]string, len(peers))
+		for i, p := range peers {
+			addrs[i] = p.addr
+		}
+		if err := a.dir.savePeers(addrs); err != nil {
 			a.logger.Warn("could not save peers", "subsystem", "agent", "error", err)
 			return
 		}

@@ -331,9 +331,7 @@ func New(cfg Config) (*Gossip, error) {
 	if cfg.Tune != nil {
 		cfg.Tune(mc)
 	}
-	tr, err := newCountingTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger, MetricLabels: mc.MetricLabels,
-	}, g.ctr, cfg.DropTo)
+	tr, err := newCountingTransport(mc.BindAddr, mc.BindPort, mc.Logger, g.ctr, cfg.DropTo)
 	if err != nil {
 		dropRoute(g.route)
 		return nil, fmt.Errorf("start gossip: %w", err)
@@ -684,6 +682,35 @@ func (g *Gossip) MemberByID(id uuid.UUID) (Member, bool) {
 		return Member{}, false
 	}
 	return *best, true
+}
+
+// MemberByName returns the member with this name in O(1). Like
+// MemberByID it reports a suspect member alive.
+func (g *Gossip) MemberByName(name string) (Member, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m, ok := g.members[name]; ok {
+		return *m, true
+	}
+	return Member{}, false
+}
+
+// AlivePeers returns up to max members other than this node that are
+// alive (or suspect), in no particular order, copying only those: callers
+// that need a few live peers avoid Members' O(N log N) sorted copy.
+func (g *Gossip) AlivePeers(max int) []Member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Member, 0, min(max, len(g.members)))
+	for name, m := range g.members {
+		if len(out) >= max {
+			break
+		}
+		if name != g.cfg.NodeName && m.Status == StatusAlive {
+			out = append(out, *m)
+		}
+	}
+	return out
 }
 
 // CountAlive is the number of members this node sees alive (not suspect),

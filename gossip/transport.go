@@ -1,78 +1,204 @@
 package gossip
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
+	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/memberlist"
 )
 
-// countingTransport wraps memberlist's NetTransport to count stream bytes in
-// both directions (memberlist itself reports only what it sends over TCP).
+// countingTransport is Colony's memberlist transport: UDP for packets, TCP
+// for streams, as memberlist's NetTransport, plus byte counters in both
+// directions (memberlist itself reports only what it sends) and the fault
+// hook. It replaces NetTransport rather than wrapping it because
+// NetTransport allocates a fresh 64 KiB buffer for every UDP packet it
+// receives: in a join storm of hundreds of members per machine that was
+// most of the bytes allocated, and the garbage collection it caused the
+// largest single cost. Here one buffer per socket is reused and each packet
+// is copied out at its own size (gossip packets are at most ~1.4 KB).
 type countingTransport struct {
-	*memberlist.NetTransport
 	c        *counters
 	drop     func(addr string) bool // fault injection; nil in production
+	logger   *log.Logger
+	bindIP   net.IP
+	tcp      *net.TCPListener
+	udp      *net.UDPConn
+	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 }
 
-func newCountingTransport(nc *memberlist.NetTransportConfig, c *counters, drop func(string) bool) (*countingTransport, error) {
+const (
+	// udpReadBuf is the largest UDP datagram accepted.
+	udpReadBuf = 65536
+	// udpSocketBuf is the kernel receive buffer asked for (halved until
+	// the kernel accepts it), as memberlist's NetTransport does.
+	udpSocketBuf = 2 << 20
+)
+
+func newCountingTransport(bindAddr string, bindPort int, logger *log.Logger, c *counters, drop func(string) bool) (*countingTransport, error) {
+	ip := net.ParseIP(bindAddr)
+	if ip == nil {
+		return nil, fmt.Errorf("bind address %q is not an IP address", bindAddr)
+	}
 	// Binding TCP and UDP to the same kernel-chosen port can race with other
-	// processes; memberlist retries the same way.
+	// processes: retry with another port.
 	tries := 1
-	if nc.BindPort == 0 {
+	if bindPort == 0 {
 		tries = 10
 	}
-	var nt *memberlist.NetTransport
+	var tcp *net.TCPListener
+	var udp *net.UDPConn
 	var err error
 	for range tries {
-		if nt, err = memberlist.NewNetTransport(nc); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		if tcp, err = net.ListenTCP("tcp", &net.TCPAddr{IP: ip, Port: bindPort}); err != nil {
+			break
+		}
+		port := tcp.Addr().(*net.TCPAddr).Port
+		if udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: port}); err == nil {
+			break
+		}
+		_ = tcp.Close()
+		if !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bind %v port %d: %w", nc.BindAddrs, nc.BindPort, err)
+		return nil, fmt.Errorf("bind %s port %d: %w", bindAddr, bindPort, err)
 	}
-	t := &countingTransport{NetTransport: nt, c: c, drop: drop, streamCh: make(chan net.Conn), stop: make(chan struct{})}
-	t.wg.Add(1)
-	go t.forwardStreams()
+	for size := udpSocketBuf; size > 0; size /= 2 {
+		if udp.SetReadBuffer(size) == nil {
+			break
+		}
+	}
+	t := &countingTransport{
+		c: c, drop: drop, logger: logger, bindIP: ip, tcp: tcp, udp: udp,
+		packetCh: make(chan *memberlist.Packet), streamCh: make(chan net.Conn), stop: make(chan struct{}),
+	}
+	t.wg.Add(2)
+	go t.acceptStreams()
+	go t.readPackets()
 	return t, nil
 }
 
-func (t *countingTransport) forwardStreams() {
+// GetAutoBindPort is the port bound (the same for TCP and UDP).
+func (t *countingTransport) GetAutoBindPort() int { return t.tcp.Addr().(*net.TCPAddr).Port }
+
+// FinalAdvertiseAddr implements memberlist.Transport.
+func (t *countingTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	if ip != "" {
+		addr := net.ParseIP(ip)
+		if addr == nil {
+			return nil, 0, fmt.Errorf("advertise address %q is not an IP address", ip)
+		}
+		if ip4 := addr.To4(); ip4 != nil {
+			addr = ip4
+		}
+		return addr, port, nil
+	}
+	if !t.bindIP.IsUnspecified() {
+		return t.tcp.Addr().(*net.TCPAddr).IP, t.GetAutoBindPort(), nil
+	}
+	private, err := sockaddr.GetPrivateIP()
+	if err != nil {
+		return nil, 0, fmt.Errorf("find a private address to advertise: %w", err)
+	}
+	addr := net.ParseIP(private)
+	if addr == nil {
+		return nil, 0, errors.New("no private IP address found to advertise: give one (--advertise)")
+	}
+	return addr, t.GetAutoBindPort(), nil
+}
+
+// PacketCh implements memberlist.Transport.
+func (t *countingTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
+
+// StreamCh implements memberlist.Transport.
+func (t *countingTransport) StreamCh() <-chan net.Conn { return t.streamCh }
+
+func (t *countingTransport) stopping() bool {
+	select {
+	case <-t.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// readPackets hands every UDP packet to memberlist, copied out of one
+// reused read buffer.
+func (t *countingTransport) readPackets() {
 	defer t.wg.Done()
-	in := t.NetTransport.StreamCh()
+	buf := make([]byte, udpReadBuf)
 	for {
-		select {
-		case conn := <-in:
-			select {
-			case t.streamCh <- &countingConn{Conn: conn, c: t.c}:
-			case <-t.stop:
-				conn.Close()
+		n, from, err := t.udp.ReadFromUDPAddrPort(buf)
+		ts := time.Now()
+		if err != nil {
+			if t.stopping() {
 				return
 			}
+			t.logger.Printf("[ERR] memberlist: Error reading UDP packet: %v", err)
+			continue
+		}
+		if n < 1 {
+			continue
+		}
+		t.c.udpRecv.Add(uint64(n))
+		p := &memberlist.Packet{Buf: bytes.Clone(buf[:n]), From: net.UDPAddrFromAddrPort(from), Timestamp: ts}
+		select {
+		case t.packetCh <- p:
 		case <-t.stop:
 			return
 		}
 	}
 }
 
-// StreamCh implements memberlist.Transport.
-func (t *countingTransport) StreamCh() <-chan net.Conn { return t.streamCh }
+// acceptStreams hands every TCP connection to memberlist.
+func (t *countingTransport) acceptStreams() {
+	defer t.wg.Done()
+	var delay time.Duration
+	for {
+		conn, err := t.tcp.AcceptTCP()
+		if err != nil {
+			if t.stopping() {
+				return
+			}
+			// Out of file descriptors and the like: back off (5 ms to 1 s).
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			t.logger.Printf("[ERR] memberlist: Error accepting TCP connection: %v", err)
+			select {
+			case <-time.After(delay):
+			case <-t.stop:
+				return
+			}
+			continue
+		}
+		delay = 0
+		select {
+		case t.streamCh <- &countingConn{Conn: conn, c: t.c}:
+		case <-t.stop:
+			_ = conn.Close()
+			return
+		}
+	}
+}
 
 // DialTimeout implements memberlist.Transport.
 func (t *countingTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	if t.drop != nil && t.drop(addr) {
 		return nil, fmt.Errorf("dial %s: %w", addr, ErrPartitioned)
 	}
-	conn, err := t.NetTransport.DialTimeout(addr, timeout)
+	conn, err := (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +221,17 @@ func (t *countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	if t.drop != nil && t.drop(addr) {
 		return time.Now(), nil
 	}
-	return t.NetTransport.WriteTo(b, addr)
+	// Members' addresses are ip:port: parse without the resolver's allocations.
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		_, err = t.udp.WriteToUDPAddrPort(b, ap)
+		return time.Now(), err
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return time.Time{}, err
+	}
+	_, err = t.udp.WriteTo(b, ua)
+	return time.Now(), err
 }
 
 // ErrPartitioned is returned for connections a fault-injection hook refuses.
@@ -127,10 +263,13 @@ func (f *faultConn) Write(b []byte) (int, error) {
 
 // Shutdown implements memberlist.Transport.
 func (t *countingTransport) Shutdown() error {
-	err := t.NetTransport.Shutdown()
-	t.stopOnce.Do(func() { close(t.stop) })
+	t.stopOnce.Do(func() {
+		close(t.stop)
+		_ = t.tcp.Close()
+		_ = t.udp.Close()
+	})
 	t.wg.Wait()
-	return err
+	return nil
 }
 
 type countingConn struct {
