@@ -11,8 +11,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof" // served only with -pprof-addr
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -45,6 +48,8 @@ func run() error {
 	flag.StringVar(&o.BareNet, "bare-net", o.BareNet, "first two octets of the bare memberlist nodes' loopback addresses")
 	flag.IntVar(&o.Base, "base", o.Base, "third octet of the first node's address")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	pprofAddr := flag.String("pprof-addr", "", "serve net/http/pprof here while running (e.g. 127.0.0.1:6060): goroutine dumps of a stalled run")
+	contention := flag.Int("contention-rate", 0, "with -pprof-addr: record 1 in this many mutex contentions and blocking events (0: off)")
 	reportOnly := flag.Bool("report", false, "run nothing: rewrite results.md and the plots from OUT/results.csv")
 	flag.Parse()
 	if *reportOnly {
@@ -87,6 +92,19 @@ func run() error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *pprofAddr != "" {
+		if *contention > 0 {
+			runtime.SetMutexProfileFraction(*contention)
+			runtime.SetBlockProfileRate(*contention)
+		}
+		srv := &http.Server{Addr: *pprofAddr}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+				fmt.Fprintln(os.Stderr, "colony-scale: pprof:", err)
+			}
+		}()
+		defer srv.Close()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
