@@ -114,7 +114,7 @@ func TestClusterAliveLeftDead(t *testing.T) {
 	}
 	_ = c.Shutdown()
 	waitFor(t, 20*time.Second, func() error { return expect(a, map[string]Status{"c": StatusDead, "b": StatusLeft, "a": StatusAlive}) })
-	if st := a.Stats(); st.Probes == 0 || st.UDPBytesSent == 0 || st.TCPBytesReceived == 0 || st.TCPBytesSent == 0 {
+	if st := a.Stats(); st.Probes == 0 || st.UDPBytesSent == 0 || st.UDPBytesReceived == 0 || st.TCPBytesReceived == 0 || st.TCPBytesSent == 0 {
 		t.Errorf("gossip counters not routed: %+v", a.Stats())
 	}
 }

@@ -116,8 +116,6 @@ func (routerSink) IncrCounterWithLabels(key []string, val float32, labels []gome
 	case "udp.sent":
 		c.udpSentMsgs.Add(1)
 		c.udpSent.Add(uint64(val))
-	case "udp.received":
-		c.udpRecv.Add(uint64(val))
 	case "tcp.sent":
 		c.tcpSentMsgs.Add(1)
 		c.tcpSent.Add(uint64(val))
