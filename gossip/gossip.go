@@ -96,28 +96,15 @@ const (
 // defaults with timers and queues sized for thousands of members that share
 // CPUs (many agents per machine) or join at once (a fleet booting together).
 //
-//   - Probes every 3 s with a 2.5 s timeout and a suspicion multiplier of 4:
-//     a member starved of CPU for two seconds is not suspected, and one that
-//     is has as long to refute as with 2 s probes and a multiplier of 6
-//     (4·log(N)·3 s against 6·log(N)·2 s), while a suspicion is gossiped
-//     again for 2 independent confirmations instead of 4. Every suspicion
-//     and every refutation is one more message each of N members sends
-//     limit times: at 1,000 agents on one machine, one false suspicion
-//     cost about a core-second, and under load they fed on each other.
-//     Lifeguard's awareness (up to 8x) stretches the timeout further on a
-//     node that sees itself missing its own deadlines.
-//   - Gossip every 300 ms to 3 members (10 packets a second; memberlist:
-//     15), each message retransmitted 5·log(N) times (memberlist: 4). A
-//     member gossips at this full rate as long as its queue holds messages,
-//     and after a join storm every member's queue is full for a while (a
-//     joiner also re-gossips every member the seed's full state taught it),
-//     so the rate is what a machine running many members must sustain: at
-//     1,000 agents on 2 cores, 20 packets a second each saturated both
-//     cores. Each transmission goes to one random member, so a member
-//     misses a message with probability about e^-limit: with 4·log(N) a
-//     burst of 250 joins left some member missing some newcomer about one
-//     run in three (only a push/pull repairs that); 5·log(N) makes it about
-//     one in fifty at 250 and one in 500 at 1,000.
+//   - Probes every 2 s with a 1.5 s timeout and a suspicion multiplier of 6: a
+//     member starved of CPU for a second is not suspected, and one that is
+//     gets ample time to refute. Lifeguard's awareness (up to 8x) stretches
+//     this further on a node that sees itself missing its own deadlines.
+//   - Gossip every 200 ms to 4 members, each message retransmitted 6·log(N)
+//     times (memberlist: 4): each transmission goes to one random member,
+//     so a member misses a message with probability about e^-limit; with
+//     4·log(N) a burst of 250 joins left some member missing some newcomer
+//     about one run in three, and only a push/pull repairs that.
 //   - A push/pull full-state sync every 30 s (memberlist stretches it with
 //     log N) with a random member, never a fixed one.
 //   - Inbound message queue of 16384 (memberlist: 1024): the seed of a join
@@ -126,14 +113,14 @@ const (
 //     members on one machine, for fewer bytes but no more messages per packet.
 func DenseConfig() *memberlist.Config {
 	mc := memberlist.DefaultLANConfig()
-	mc.ProbeInterval = 3 * time.Second
-	mc.ProbeTimeout = 2500 * time.Millisecond
-	mc.SuspicionMult = 4
+	mc.ProbeInterval = 2 * time.Second
+	mc.ProbeTimeout = 1500 * time.Millisecond
+	mc.SuspicionMult = 6
 	mc.SuspicionMaxTimeoutMult = 6
 	mc.AwarenessMaxMultiplier = 8
-	mc.GossipInterval = 300 * time.Millisecond
-	mc.GossipNodes = 3
-	mc.RetransmitMult = 5
+	mc.GossipInterval = 200 * time.Millisecond
+	mc.GossipNodes = 4
+	mc.RetransmitMult = 6
 	mc.GossipToTheDeadTime = 60 * time.Second
 	mc.PushPullInterval = 30 * time.Second
 	mc.HandoffQueueDepth = 16384
