@@ -49,7 +49,7 @@ func run() error {
 	flag.IntVar(&o.Base, "base", o.Base, "third octet of the first node's address")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	pprofAddr := flag.String("pprof-addr", "", "serve net/http/pprof here while running (e.g. 127.0.0.1:6060): goroutine dumps of a stalled run")
-	contention := flag.Int("contention-rate", 0, "with -pprof-addr: record 1 in this many mutex contentions and blocking events (0: off)")
+	contention := flag.Int("contention-rate", 0, "with -pprof-addr: sample 1 in this many mutex contentions, and blocking events of at least this many ns (0: off)")
 	reportOnly := flag.Bool("report", false, "run nothing: rewrite results.md and the plots from OUT/results.csv")
 	flag.Parse()
 	if *reportOnly {
