@@ -406,6 +406,12 @@ func (a *Agent) handleSettingPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if key == MonitorGroupSizeSetting {
+		if _, err := ParseMonitorGroupSize(req.Value); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+	}
 	a.applyWrite(w, r, n, cmd)
 }
 

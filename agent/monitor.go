@@ -55,10 +55,28 @@ const (
 // deep tree out of a few in-process agents).
 var tuneMonitor func(*monitor.Config)
 
-// planGroupSize, set by tests only, overrides K in the leader's next plan
-// (TestMonitorFigures switches between a tree and the flat alternative
-// in one run).
-var planGroupSize atomic.Int64
+// MonitorGroupSizeSetting is the cluster setting that overrides K
+// (--monitor-group-size) in the leader's plan, so an operator can reshape
+// the tree without restarting the leader: 2-MaxMonitorGroupSize, checked
+// when written; the leader ignores (and logs) any other value. Deleting
+// it brings back the leader's flag.
+const MonitorGroupSizeSetting = "monitor.group_size"
+
+// ParseMonitorGroupSize reads a monitor.group_size value.
+func ParseMonitorGroupSize(v string) (int, error) {
+	k, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || k < 2 || k > MaxMonitorGroupSize {
+		return 0, fmt.Errorf("%s %q: want a group size of 2-%d", MonitorGroupSizeSetting, v, MaxMonitorGroupSize)
+	}
+	return k, nil
+}
+
+// setGroupSize makes cfg plan groups of at most k members, aiming a
+// quarter below k as the defaults do (24 of 32), so single joins rarely
+// overflow a group.
+func setGroupSize(cfg *monitor.Config, k int) {
+	cfg.GroupSize, cfg.TargetGroupSize = k, min(k, max(2, k*3/4))
+}
 
 // monitorSampleMetric records when each sample was taken: the root's
 // minimum of it is the age of the oldest data in the cluster view.
@@ -115,6 +133,7 @@ type nodeMonitor struct {
 	// every planCommitMaxDelay (see monitorPlanTick).
 	lastComputed *monitor.Plan
 	lastCommit   time.Time
+	badGroupSize string // a bad monitor.group_size value, once logged
 
 	rulesText string // the monitor.rules setting the evaluator was built from
 	rulesAt   time.Time
@@ -152,9 +171,7 @@ func (a *Agent) monitorState() *nodeMonitor {
 	cfg.NodeDownGrace = max(3*cfg.Interval, min(cfg.NodeDownGrace, 6*cfg.Interval))
 	cfg.Logger = a.logger
 	if k := a.cfg.MonitorGroupSize; k > 0 {
-		// Aim a quarter below K, as the defaults do (24 of 32), so single
-		// joins rarely overflow a group.
-		cfg.GroupSize, cfg.TargetGroupSize = k, min(k, max(2, k*3/4))
+		setGroupSize(&cfg, k)
 	}
 	if tuneMonitor != nil {
 		tuneMonitor(&cfg)
@@ -233,8 +250,8 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 		members = append(members, monitor.Member{ID: id, Zone: g.Meta.Labels["zone"], Voter: voters[id], Alive: g.Status == gossip.StatusAlive || g.Status == gossip.StatusSuspect})
 	}
 	cfg := m.cfg
-	if k := int(planGroupSize.Load()); k > 0 {
-		cfg.GroupSize, cfg.TargetGroupSize = k, k
+	if k := m.groupSizeSetting(n); k > 0 {
+		setGroupSize(&cfg, k)
 	}
 	p, err := monitor.ComputePlan(members, cfg)
 	if err != nil {
@@ -285,6 +302,26 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 	m.commitErr = ""
 	m.lastCommit = time.Now()
 	a.logger.Info("monitoring plan committed", "subsystem", "monitor", "version", p.Version, "nodes", p.Len(), "depth", p.Depth, "root", p.RootID, "bytes", len(body), "commands", cmds)
+}
+
+// groupSizeSetting returns K from the monitor.group_size setting, or 0
+// when it is unset or bad (logged once per value).
+func (m *nodeMonitor) groupSizeSetting(n *consensus.Node) int {
+	s, found, _ := n.State().Setting(MonitorGroupSizeSetting)
+	if !found {
+		m.badGroupSize = ""
+		return 0
+	}
+	k, err := ParseMonitorGroupSize(s.Value)
+	if err != nil {
+		if s.Value != m.badGroupSize {
+			m.badGroupSize = s.Value
+			m.a.logger.Warn("ignoring a bad monitoring group size setting; planning with --monitor-group-size", "subsystem", "monitor", "error", err, "group_size", m.cfg.GroupSize)
+		}
+		return 0
+	}
+	m.badGroupSize = ""
+	return k
 }
 
 // planCommitMaxDelay bounds how long the leader holds back a changed

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,6 +220,37 @@ func TestMonitorTree(t *testing.T) {
 		return fmt.Errorf("no threshold alarm in %+v", as)
 	})
 
+	// The monitor.group_size setting reshapes the tree without a restart:
+	// K=16 puts all 10 nodes in one group (the flat layout); deleting it
+	// brings back the leader's K=4. Bad values are refused when written.
+	for _, bad := range []string{"1", "4097", "many"} {
+		if _, err := set(t, c.agent("n3"), MonitorGroupSizeSetting, bad); err == nil || !strings.Contains(err.Error(), "(400)") {
+			t.Errorf("group size %q accepted: %v", bad, err)
+		}
+	}
+	if _, err := set(t, c.agent("n3"), MonitorGroupSizeSetting, "16"); err != nil {
+		t.Fatal(err)
+	}
+	waitPlan(t, c, 16, 1)
+	cl, _ := NewClient(c.agent("n4").HTTPAddr())
+	if err := cl.Do(context.Background(), "DELETE", "/v1/settings/"+MonitorGroupSizeSetting, nil, &WriteResult{}); err != nil {
+		t.Fatal(err)
+	}
+	plan = waitPlan(t, c, 4, 2)
+	root, aggregator = nil, nil
+	for _, a := range c.live() {
+		switch id := a.ID().String(); {
+		case id == plan.Root():
+			root = a
+		case plan.Level(id) > 0 && aggregator == nil:
+			aggregator = a
+		}
+	}
+	if root == nil || aggregator == nil {
+		t.Fatalf("no root or no level-1 aggregator in %+v", plan)
+	}
+	waitAlive(t, root, nodes)
+
 	// An aggregator dies: its children re-home and the view is whole again.
 	t.Logf("killing aggregator %s", aggregator.Name())
 	_ = aggregator.Shutdown()
@@ -303,6 +335,30 @@ func stablePlan(t *testing.T, c *cluster) *monitor.Plan {
 	return plan
 }
 
+// waitPlan waits until every live agent follows a plan with group size k
+// and the given depth over all live agents.
+func waitPlan(t *testing.T, c *cluster, k, depth int) *monitor.Plan {
+	t.Helper()
+	var plan *monitor.Plan
+	retry.Until(t, 60*time.Second, func() error {
+		plan = stablePlan(t, c)
+		if plan.GroupSize != k || plan.Depth != depth || plan.Len() != len(c.live()) {
+			return fmt.Errorf("plan v%d has K=%d, depth %d, %d nodes; want K=%d, depth %d, %d nodes", plan.Version, plan.GroupSize, plan.Depth, plan.Len(), k, depth, len(c.live()))
+		}
+		return nil
+	})
+	return plan
+}
+
+func TestParseMonitorGroupSize(t *testing.T) {
+	for v, want := range map[string]int{"2": 2, " 32 ": 32, "4096": 4096, "1": 0, "0": 0, "-3": 0, "4097": 0, "": 0, "8k": 0} {
+		k, err := ParseMonitorGroupSize(v)
+		if k != want || (err != nil) != (want == 0) {
+			t.Errorf("%q: %d, %v; want %d", v, k, err, want)
+		}
+	}
+}
+
 var (
 	monitorFigures       = flag.Int("monitor-figures", 0, "run TestMonitorFigures with this many in-process nodes (e.g. 50)")
 	monitorFiguresK      = flag.Int("monitor-figures-k", 8, "K of the tree TestMonitorFigures compares with the flat alternative")
@@ -335,12 +391,13 @@ func TestMonitorFigures(t *testing.T) {
 	}
 	t.Logf("%d agents started in %v", n, time.Since(started).Round(100*time.Millisecond))
 	c.agreeOnLeader(3, 5*time.Minute)
-	t.Cleanup(func() { planGroupSize.Store(0) })
 	for _, phase := range []struct {
 		name string
 		k    int
 	}{{"tree", *monitorFiguresK}, {"flat", n + 1}} {
-		planGroupSize.Store(int64(phase.k))
+		if _, err := set(t, c.agent("n2"), MonitorGroupSizeSetting, strconv.Itoa(phase.k)); err != nil {
+			t.Fatal(err)
+		}
 		var plan *monitor.Plan
 		retry.Until(t, 5*time.Minute, func() error {
 			plan = stablePlan(t, c)
