@@ -48,6 +48,7 @@ func (c *colonyCluster) config(i int) agent.Config {
 	cfg.BindAddr = ip
 	cfg.HTTPAddr = ip + ":7070"
 	cfg.GossipProfile = c.o.Profile
+	cfg.MonitorInterval = c.o.MonitorInterval
 	cfg.RetryInterval = time.Second
 	cfg.RetryMax = 10
 	cfg.Logger = slog.New(slog.NewTextHandler(c.logf, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -57,6 +57,9 @@ func (c *procCluster) start(ctx context.Context) error {
 		name := fmt.Sprintf("p%05d", i)
 		args := []string{"agent", "--node-name", name, "--bind", ip, "--http-addr", ip + ":7070",
 			"--data-dir", filepath.Join(c.dir, name), "--gossip-profile", c.o.Profile, "--log-level", "warn", "--retry-max", "10"}
+		if c.o.MonitorInterval > 0 {
+			args = append(args, "--monitor-interval", c.o.MonitorInterval.String())
+		}
 		if i > 0 {
 			args = append(args, "--join", seed)
 		}

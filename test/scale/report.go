@@ -106,7 +106,80 @@ func Write(dir string, results []Result) ([]Result, error) {
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(Markdown(merged)), 0o644); err != nil {
 		return nil, err
 	}
-	return merged, writePlots(dir, merged)
+	var mons []MonResult
+	for _, r := range results {
+		mons = append(mons, r.Monitor...)
+	}
+	ms, err := writeMonitor(dir, mons)
+	if err != nil {
+		return nil, err
+	}
+	return merged, writePlots(dir, merged, ms)
+}
+
+// MonitorResults reads the monitoring rows held in dir/monitor.csv.
+func MonitorResults(dir string) []MonResult {
+	var out []MonResult
+	f, err := os.Open(filepath.Join(dir, "monitor.csv"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	recs, _ := csv.NewReader(f).ReadAll()
+	for _, rec := range recs {
+		if r, ok := monFromRow(rec); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// writeMonitor merges monitoring rows into dir/monitor.csv like Write
+// does results (keyed by mode, profile, N and layout) and rewrites
+// dir/monitor.md.
+func writeMonitor(dir string, rs []MonResult) ([]MonResult, error) {
+	key := func(r MonResult) string { return fmt.Sprintf("%s/%s/%d/%s", r.Mode, r.Profile, r.N, r.Layout) }
+	all := map[string]MonResult{}
+	for _, r := range MonitorResults(dir) {
+		all[key(r)] = r
+	}
+	for _, r := range rs {
+		all[key(r)] = r
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	merged := make([]MonResult, 0, len(all))
+	for _, r := range all {
+		merged = append(merged, r)
+	}
+	sort.Slice(merged, func(i, j int) bool {
+		a, b := merged[i], merged[j]
+		if a.Profile != b.Profile {
+			return a.Profile < b.Profile
+		}
+		if a.N != b.N {
+			return a.N < b.N
+		}
+		if a.Mode != b.Mode {
+			return a.Mode < b.Mode
+		}
+		return a.Layout > b.Layout // tree before flat
+	})
+	f, err := os.Create(filepath.Join(dir, "monitor.csv"))
+	if err != nil {
+		return nil, err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write(monHeader)
+	for _, r := range merged {
+		_ = w.Write(r.row())
+	}
+	w.Flush()
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return merged, os.WriteFile(filepath.Join(dir, "monitor.md"), []byte(MonitorMarkdown(merged)), 0o644)
 }
 
 // Markdown renders the table, with Colony/bare ratios where both ran.
@@ -163,40 +236,57 @@ var figures = []figure{
 
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"}
 
-func writePlots(dir string, rs []Result) error {
+func writePlots(dir string, rs []Result, ms []MonResult) error {
 	for _, fg := range figures {
-		if err := os.WriteFile(filepath.Join(dir, fg.file), []byte(plotSVG(fg, rs)), 0o644); err != nil {
+		var pts []point
+		for _, r := range rs {
+			if v, ok := fg.value(r); ok {
+				pts = append(pts, point{r.Mode + " (" + r.Profile + ")", float64(r.N), v})
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, fg.file), []byte(plotSVG(fg.title, fg.unit, pts)), 0o644); err != nil {
+			return err
+		}
+	}
+	if len(ms) == 0 {
+		return nil
+	}
+	for _, fg := range monFigures {
+		if err := os.WriteFile(filepath.Join(dir, fg.file), []byte(plotSVG(fg.title, fg.unit, monPoints(ms, fg.value))), 0o644); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// plotSVG draws one figure: a line per (mode, profile) series, N on a
-// logarithmic x axis.
-func plotSVG(fg figure, rs []Result) string {
+// point is one value of a series at N = x.
+type point struct {
+	series string
+	x, y   float64
+}
+
+// plotSVG draws one figure: a line per series, N on a logarithmic x axis.
+func plotSVG(title, unit string, all []point) string {
 	type pt struct{ x, y float64 }
 	series := map[string][]pt{}
 	var names []string
 	xmin, xmax, ymax := math.Inf(1), math.Inf(-1), 0.0
-	for _, r := range rs {
-		v, ok := fg.value(r)
-		if !ok || r.N <= 0 {
+	for _, p := range all {
+		if p.x <= 0 {
 			continue
 		}
-		name := r.Mode + " (" + r.Profile + ")"
-		if _, seen := series[name]; !seen {
-			names = append(names, name)
+		if _, seen := series[p.series]; !seen {
+			names = append(names, p.series)
 		}
-		series[name] = append(series[name], pt{float64(r.N), v})
-		xmin, xmax, ymax = math.Min(xmin, float64(r.N)), math.Max(xmax, float64(r.N)), math.Max(ymax, v)
+		series[p.series] = append(series[p.series], pt{p.x, p.y})
+		xmin, xmax, ymax = math.Min(xmin, p.x), math.Max(xmax, p.x), math.Max(ymax, p.y)
 	}
 	sort.Strings(names)
 	const W, H, L, R, T, B = 640, 400, 70, 170, 40, 50
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", W, H)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
-	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15">%s</text>`+"\n", L, html.EscapeString(fg.title))
+	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="15">%s</text>`+"\n", L, html.EscapeString(title))
 	if len(names) == 0 {
 		b.WriteString(`<text x="200" y="200">no data</text></svg>` + "\n")
 		return b.String()
@@ -218,10 +308,8 @@ func plotSVG(fg figure, rs []Result) string {
 			L, W-R, py(y), py(y), L-6, py(y)+4, strconv.FormatFloat(y, 'g', 3, 64))
 	}
 	var ticks []float64
-	for _, r := range rs {
-		if _, ok := fg.value(r); ok {
-			ticks = append(ticks, float64(r.N))
-		}
+	for _, p := range all {
+		ticks = append(ticks, p.x)
 	}
 	sort.Float64s(ticks)
 	last := -1e9
@@ -233,7 +321,7 @@ func plotSVG(fg figure, rs []Result) string {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%g</text>`+"\n", px(x), H-B+16, x)
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">N (nodes, log scale)</text>`+"\n", L+(W-L-R)/2, H-12)
-	fmt.Fprintf(&b, `<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">%s</text>`+"\n", T+(H-T-B)/2, T+(H-T-B)/2, html.EscapeString(fg.unit))
+	fmt.Fprintf(&b, `<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">%s</text>`+"\n", T+(H-T-B)/2, T+(H-T-B)/2, html.EscapeString(unit))
 	for i, name := range names {
 		pts := series[name]
 		sort.Slice(pts, func(a, c int) bool { return pts[a].x < pts[c].x })

@@ -61,6 +61,14 @@ type Options struct {
 	Timeout time.Duration
 	// Deploy submits a deployment of one instance per node.
 	Deploy bool
+	// Monitor measures monitoring after the steady-state window (colony
+	// mode): the tree with K = MonitorK, then the flat alternative (K > N),
+	// each for MonitorWindow. MonitorInterval is every agent's
+	// --monitor-interval (all modes).
+	Monitor         bool
+	MonitorK        int
+	MonitorInterval time.Duration
+	MonitorWindow   time.Duration
 	// Binary is the colony binary for process mode.
 	Binary string
 	// Out is the output directory (tables, plots, agent logs).
@@ -75,6 +83,7 @@ func DefaultOptions() Options {
 		N: []int{50, 100, 250}, Modes: []string{ModeBare, ModeColony, ModeProcs}, Profile: "lan", ProcsMax: 100,
 		ColonyNet: "127.2", BareNet: "127.3", ProcsBase: 150, JoinParallel: 1,
 		Settle: 10 * time.Second, Steady: 30 * time.Second, Pause: 3 * time.Second, Timeout: 5 * time.Minute, Deploy: true, Out: "bin/scale",
+		Monitor: true, MonitorK: 32, MonitorInterval: 5 * time.Second, MonitorWindow: 30 * time.Second,
 	}
 }
 
@@ -105,6 +114,8 @@ type Result struct {
 	NotAlive     int     // (observer, member) pairs not seen alive at the end
 	PeakRSS      uint64  // bytes: the process, or the sum of the processes
 	Err          string
+	// Monitor holds the monitoring figures (Options.Monitor), tree then flat.
+	Monitor []MonResult
 }
 
 func (o *Options) logf(format string, args ...any) {
@@ -250,6 +261,10 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 	r.PeakRSS = s1.peakRSS
 	if r.Converge < 0 {
 		r.Err = "membership did not converge within " + o.Timeout.String()
+		return r
+	}
+	if o.Monitor && mode == ModeColony && r.Plan >= 0 {
+		r.Monitor = measureMonitor(ctx, o, c, mode, n)
 	}
 	return r
 }

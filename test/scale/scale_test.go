@@ -24,6 +24,7 @@ func TestHarnessSmall(t *testing.T) {
 	o.ProcsMax = 5
 	o.Base = 100 // 127.2.100.x, 127.3.100.x; processes on 127.2.250.x
 	o.Settle, o.Steady, o.Pause, o.Timeout = time.Second, 3*time.Second, 500*time.Millisecond, 90*time.Second
+	o.MonitorK, o.MonitorInterval, o.MonitorWindow = 5, 300*time.Millisecond, 1500*time.Millisecond
 	o.Binary = harness.Binary(t)
 	o.Out = t.TempDir()
 	o.Log = testWriter{t}
@@ -43,6 +44,27 @@ func TestHarnessSmall(t *testing.T) {
 		if r.FalseDead > 0 || r.NotAlive > 0 {
 			t.Errorf("%s N=%d: nodes seen dead: %s", r.Mode, r.N, r.summary())
 		}
+		if r.Mode != ModeColony {
+			continue
+		}
+		// Monitoring: the tree (K=5, depth 2 at 20 nodes), then flat; at
+		// 5 nodes the tree is one group, measured once as flat.
+		if r.N == 5 && (len(r.Monitor) != 1 || r.Monitor[0].Layout != LayoutFlat) ||
+			r.N == 20 && (len(r.Monitor) != 2 || r.Monitor[0].Layout != LayoutTree || r.Monitor[1].Layout != LayoutFlat) {
+			t.Errorf("N=%d: monitoring results %+v, want tree then flat (flat only at N=5)", r.N, r.Monitor)
+			continue
+		}
+		for _, m := range r.Monitor {
+			if m.Err != "" || m.Reads == 0 || m.OutMean <= 0 || m.RootIn <= 0 || m.RootFanIn < 1 {
+				t.Errorf("monitoring: %s", m.summary())
+			}
+		}
+		if r.N != 20 {
+			continue
+		}
+		if tree, flat := r.Monitor[0], r.Monitor[1]; tree.Depth != 2 || flat.Depth != 1 || flat.RootFanIn != 19 {
+			t.Errorf("N=20: tree depth %d, flat depth %d and root fan-in %d; want 2, 1, 19", tree.Depth, flat.Depth, flat.RootFanIn)
+		}
 	}
 	merged, err := Write(o.Out, results)
 	if err != nil || len(merged) != 5 {
@@ -52,11 +74,18 @@ func TestHarnessSmall(t *testing.T) {
 	if !strings.Contains(string(md), "× bare") {
 		t.Errorf("no Colony/bare ratio in the table:\n%s", md)
 	}
+	files := []string{"monitor-bytes.svg", "monitor-root.svg", "monitor-cpu.svg", "monitor-age.svg"}
 	for _, f := range figures {
-		b, err := os.ReadFile(filepath.Join(o.Out, f.file))
+		files = append(files, f.file)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(o.Out, f))
 		if err != nil || !strings.Contains(string(b), "<circle") {
-			t.Errorf("plot %s: %v", f.file, err)
+			t.Errorf("plot %s: %v", f, err)
 		}
+	}
+	if ms := MonitorResults(o.Out); len(ms) != 3 || !strings.Contains(MonitorMarkdown(ms), "| flat |") {
+		t.Errorf("monitor.csv holds %d rows, want 3", len(ms))
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"colony/test/scale"
 )
@@ -42,6 +43,10 @@ func run() error {
 	flag.DurationVar(&o.Steady, "steady", o.Steady, "steady-state measurement window")
 	flag.DurationVar(&o.Timeout, "timeout", o.Timeout, "give up waiting for the phases after this")
 	flag.BoolVar(&o.Deploy, "deploy", o.Deploy, "deploy one instance per node and time it")
+	flag.BoolVar(&o.Monitor, "monitor", o.Monitor, "colony mode: measure monitoring, the tree (K=-monitor-k) then the flat alternative (K=N+1), after the steady state")
+	flag.IntVar(&o.MonitorK, "monitor-k", o.MonitorK, "K of the monitoring tree measured (set through the monitor.group_size setting)")
+	flag.DurationVar(&o.MonitorInterval, "monitor-interval", o.MonitorInterval, "every agent's --monitor-interval")
+	flag.DurationVar(&o.MonitorWindow, "monitor-window", o.MonitorWindow, "how long each monitoring layout is measured")
 	flag.StringVar(&o.Binary, "bin", "bin/colony", "colony binary for process mode")
 	flag.StringVar(&o.Out, "out", o.Out, "output directory: results.csv, results.md, *.svg, agent logs")
 	flag.StringVar(&o.ColonyNet, "colony-net", o.ColonyNet, "first two octets of the Colony agents' loopback addresses")
@@ -58,6 +63,9 @@ func run() error {
 			return err
 		}
 		fmt.Print(scale.Markdown(merged))
+		if ms := scale.MonitorResults(o.Out); len(ms) > 0 {
+			fmt.Print("\n" + scale.MonitorMarkdown(ms))
+		}
 		return nil
 	}
 
@@ -77,6 +85,12 @@ func run() error {
 		default:
 			return fmt.Errorf("-modes: unknown mode %q (want bare, colony or procs)", m)
 		}
+	}
+	if o.MonitorK < 2 || o.MonitorK > 4096 {
+		return fmt.Errorf("-monitor-k must be 2-4096")
+	}
+	if o.MonitorInterval < 100*time.Millisecond || o.MonitorWindow < o.MonitorInterval {
+		return fmt.Errorf("-monitor-interval must be at least 100ms and -monitor-window at least one interval")
 	}
 	if o.JoinParallel < 1 {
 		return fmt.Errorf("-join-parallel must be at least 1")
@@ -115,6 +129,9 @@ func run() error {
 	}
 	fmt.Println()
 	fmt.Print(scale.Markdown(merged))
-	fmt.Printf("\ntable: %s/results.md and results.csv; plots: %s/*.svg\n", o.Out, o.Out)
+	if ms := scale.MonitorResults(o.Out); len(ms) > 0 {
+		fmt.Print("\n" + scale.MonitorMarkdown(ms))
+	}
+	fmt.Printf("\ntables: %s/results.md and results.csv, monitoring in monitor.md and monitor.csv; plots: %s/*.svg\n", o.Out, o.Out)
 	return nil
 }
