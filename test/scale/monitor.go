@@ -17,7 +17,7 @@ import (
 
 // Monitoring layouts measured one after the other on the same cluster.
 const (
-	LayoutTree = "tree" // K = Options.MonitorK: depth ⌈log_K N⌉
+	LayoutTree = "tree" // K from Options.MonitorK: depth ⌈log_K N⌉
 	LayoutFlat = "flat" // K = N+1: one node collects from all, depth 1
 )
 
@@ -58,19 +58,25 @@ type monitorAPI interface{ monAPI() *api }
 
 func (p *api) monAPI() *api { return p }
 
-// measureMonitor measures the tree, then the flat alternative, on a
-// converged cluster (only the flat one when N ≤ K: the tree is one group).
+// measureMonitor measures the tree for each K, then the flat alternative,
+// on a converged cluster (a tree with N ≤ K is one group: the flat layout,
+// not measured twice).
 func measureMonitor(ctx context.Context, o *Options, c cluster, mode string, n int) []MonResult {
 	ma, ok := c.(monitorAPI)
 	if !ok {
 		return nil
 	}
 	p := ma.monAPI()
-	var out []MonResult
-	for _, l := range []struct {
+	type layout struct {
 		name string
 		k    int
-	}{{LayoutTree, o.MonitorK}, {LayoutFlat, n + 1}} {
+	}
+	var layouts []layout
+	for _, k := range o.MonitorK {
+		layouts = append(layouts, layout{LayoutTree, k})
+	}
+	var out []MonResult
+	for _, l := range append(layouts, layout{LayoutFlat, n + 1}) {
 		if l.k > agent.MaxMonitorGroupSize {
 			continue // N too large for one group: no flat layout
 		}

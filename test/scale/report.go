@@ -135,10 +135,10 @@ func MonitorResults(dir string) []MonResult {
 }
 
 // writeMonitor merges monitoring rows into dir/monitor.csv like Write
-// does results (keyed by mode, profile, N and layout) and rewrites
+// does results (keyed by mode, profile, N, layout and K) and rewrites
 // dir/monitor.md.
 func writeMonitor(dir string, rs []MonResult) ([]MonResult, error) {
-	key := func(r MonResult) string { return fmt.Sprintf("%s/%s/%d/%s", r.Mode, r.Profile, r.N, r.Layout) }
+	key := func(r MonResult) string { return fmt.Sprintf("%s/%s/%d/%s/%d", r.Mode, r.Profile, r.N, r.Layout, r.K) }
 	all := map[string]MonResult{}
 	for _, r := range MonitorResults(dir) {
 		all[key(r)] = r
@@ -164,7 +164,10 @@ func writeMonitor(dir string, rs []MonResult) ([]MonResult, error) {
 		if a.Mode != b.Mode {
 			return a.Mode < b.Mode
 		}
-		return a.Layout > b.Layout // tree before flat
+		if a.Layout != b.Layout {
+			return a.Layout > b.Layout // tree before flat
+		}
+		return a.K < b.K
 	})
 	f, err := os.Create(filepath.Join(dir, "monitor.csv"))
 	if err != nil {

@@ -62,11 +62,11 @@ type Options struct {
 	// Deploy submits a deployment of one instance per node.
 	Deploy bool
 	// Monitor measures monitoring after the steady-state window (colony
-	// mode): the tree with K = MonitorK, then the flat alternative (K > N),
-	// each for MonitorWindow. MonitorInterval is every agent's
+	// mode): the tree with each K of MonitorK, then the flat alternative
+	// (K > N), each for MonitorWindow. MonitorInterval is every agent's
 	// --monitor-interval (all modes).
 	Monitor         bool
-	MonitorK        int
+	MonitorK        []int
 	MonitorInterval time.Duration
 	MonitorWindow   time.Duration
 	// Binary is the colony binary for process mode.
@@ -83,7 +83,7 @@ func DefaultOptions() Options {
 		N: []int{50, 100, 250}, Modes: []string{ModeBare, ModeColony, ModeProcs}, Profile: "lan", ProcsMax: 100,
 		ColonyNet: "127.2", BareNet: "127.3", ProcsBase: 150, JoinParallel: 1,
 		Settle: 10 * time.Second, Steady: 30 * time.Second, Pause: 3 * time.Second, Timeout: 5 * time.Minute, Deploy: true, Out: "bin/scale",
-		Monitor: true, MonitorK: 32, MonitorInterval: 5 * time.Second, MonitorWindow: 30 * time.Second,
+		Monitor: true, MonitorK: []int{32}, MonitorInterval: 5 * time.Second, MonitorWindow: 30 * time.Second,
 	}
 }
 

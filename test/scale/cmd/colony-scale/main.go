@@ -43,8 +43,8 @@ func run() error {
 	flag.DurationVar(&o.Steady, "steady", o.Steady, "steady-state measurement window")
 	flag.DurationVar(&o.Timeout, "timeout", o.Timeout, "give up waiting for the phases after this")
 	flag.BoolVar(&o.Deploy, "deploy", o.Deploy, "deploy one instance per node and time it")
-	flag.BoolVar(&o.Monitor, "monitor", o.Monitor, "colony mode: measure monitoring, the tree (K=-monitor-k) then the flat alternative (K=N+1), after the steady state")
-	flag.IntVar(&o.MonitorK, "monitor-k", o.MonitorK, "K of the monitoring tree measured (set through the monitor.group_size setting)")
+	flag.BoolVar(&o.Monitor, "monitor", o.Monitor, "colony mode: measure monitoring, the tree (each K of -monitor-k) then the flat alternative (K=N+1), after the steady state")
+	monK := flag.String("monitor-k", "32", "K of each monitoring tree measured, comma-separated (set through the monitor.group_size setting)")
 	flag.DurationVar(&o.MonitorInterval, "monitor-interval", o.MonitorInterval, "every agent's --monitor-interval")
 	flag.DurationVar(&o.MonitorWindow, "monitor-window", o.MonitorWindow, "how long each monitoring layout is measured")
 	flag.StringVar(&o.Binary, "bin", "bin/colony", "colony binary for process mode")
@@ -86,8 +86,13 @@ func run() error {
 			return fmt.Errorf("-modes: unknown mode %q (want bare, colony or procs)", m)
 		}
 	}
-	if o.MonitorK < 2 || o.MonitorK > 4096 {
-		return fmt.Errorf("-monitor-k must be 2-4096")
+	o.MonitorK = nil
+	for _, s := range strings.Split(*monK, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || k < 2 || k > 4096 {
+			return fmt.Errorf("-monitor-k: %q is not a group size (2-4096)", s)
+		}
+		o.MonitorK = append(o.MonitorK, k)
 	}
 	if o.MonitorInterval < 100*time.Millisecond || o.MonitorWindow < o.MonitorInterval {
 		return fmt.Errorf("-monitor-interval must be at least 100ms and -monitor-window at least one interval")
