@@ -101,6 +101,10 @@ func (r MonResult) summary() string {
 }
 
 func measureLayout(ctx context.Context, o *Options, c cluster, p *api, r *MonResult) error {
+	var old monitor.Plan
+	if err := p.get(ctx, p.addrs[0], "/v1/monitor/plan", &old); err != nil {
+		return err
+	}
 	if err := p.put(ctx, "/v1/settings/"+agent.MonitorGroupSizeSetting, fmt.Sprintf(`{"value": "%d"}`, r.K)); err != nil {
 		return err
 	}
@@ -123,9 +127,12 @@ func measureLayout(ctx context.Context, o *Options, c cluster, p *api, r *MonRes
 		r.MaxFanIn = max(r.MaxFanIn, plan.FanIn(id))
 	}
 	o.logf("%s layout: plan v%d (depth %d, root fan-in %d) followed by all %d nodes after %s", r.Layout, plan.Version, plan.Depth, r.RootFanIn, r.N, secs(time.Since(t0)))
-	// Every level pushes under the new plan, and children of the old plan
-	// (kept for 3 intervals) age out of the root's count.
-	sleepCtx(ctx, time.Duration(max(4, plan.Depth+2))*o.MonitorInterval)
+	// Before measuring, what the old plan left behind must be gone: an
+	// aggregator keeps a child's last summary for 3 intervals, and keeps
+	// merging it into what it pushes, so samples from before the switch
+	// can reach the root for 3 intervals plus one per level of the old
+	// tree, plus the root's own interval.
+	sleepCtx(ctx, time.Duration(max(plan.Depth, old.Depth)+5)*o.MonitorInterval)
 
 	// The window runs from the middle of the first round of status reads
 	// to the middle of the last (500 reads take a moment).

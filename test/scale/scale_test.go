@@ -24,7 +24,7 @@ func TestHarnessSmall(t *testing.T) {
 	o.ProcsMax = 5
 	o.Base = 100 // 127.2.100.x, 127.3.100.x; processes on 127.2.250.x
 	o.Settle, o.Steady, o.Pause, o.Timeout = time.Second, 3*time.Second, 500*time.Millisecond, 90*time.Second
-	o.MonitorK, o.MonitorInterval, o.MonitorWindow = []int{5}, 300*time.Millisecond, 1500*time.Millisecond
+	o.MonitorK, o.MonitorInterval, o.MonitorWindow = []int{5}, 200*time.Millisecond, time.Second
 	o.Binary = harness.Binary(t)
 	o.Out = t.TempDir()
 	o.Log = testWriter{t}
