@@ -391,6 +391,7 @@ func TestMonitorFigures(t *testing.T) {
 	}
 	t.Logf("%d agents started in %v", n, time.Since(started).Round(100*time.Millisecond))
 	c.agreeOnLeader(3, 5*time.Minute)
+	prevDepth := 0
 	for _, phase := range []struct {
 		name string
 		k    int
@@ -408,8 +409,12 @@ func TestMonitorFigures(t *testing.T) {
 		})
 		asker := c.agent("n2")
 		waitAlive(t, asker, uint64(n))
-		settle := time.NewTimer(3 * interval)
-		<-settle.C // let every level push under the new plan before measuring
+		// An aggregator keeps merging a child's last summary for 3
+		// intervals, so samples from before the switch reach the root for
+		// 3 intervals plus one per level of the deeper tree: wait them out.
+		settle := time.NewTimer(time.Duration(max(plan.Depth, prevDepth)+5) * interval)
+		<-settle.C
+		prevDepth = plan.Depth
 
 		before := map[*Agent]MonitorStatus{}
 		for _, a := range c.live() {
