@@ -54,6 +54,7 @@ func (c *colonyCluster) config(i int) agent.Config {
 	cfg.Logger = slog.New(slog.NewTextHandler(c.logf, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if i > 0 {
 		cfg.Join = []string{addr(c.o.ColonyNet, c.o.Base, 0) + ":7946"}
+		cfg.JoinJitter = c.o.JoinJitter
 	}
 	return cfg
 }
@@ -78,7 +79,7 @@ func (c *colonyCluster) start(ctx context.Context) error {
 		c.mu.Lock()
 		c.agents[i] = a
 		c.mu.Unlock()
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute+c.o.JoinJitter)
 		defer cancel()
 		if err := a.Start(sctx); err != nil {
 			return fmt.Errorf("agent %d: %w", i, err)
@@ -92,7 +93,11 @@ func (c *colonyCluster) start(ctx context.Context) error {
 	var joined atomic.Int64
 	t0, last := time.Now(), time.Now()
 	var lastMu sync.Mutex
-	forEach(c.n-1, max(1, c.o.JoinParallel), func(i int) {
+	par := max(1, c.o.JoinParallel)
+	if c.o.JoinJitter > 0 {
+		par = c.n // a fleet booting at once, paced by the jitter alone
+	}
+	forEach(c.n-1, par, func(i int) {
 		if failed.Load() != nil || ctx.Err() != nil {
 			return
 		}

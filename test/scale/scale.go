@@ -52,6 +52,11 @@ type Options struct {
 	Base, ProcsBase    int
 	// JoinParallel is how many nodes join at the same time (1: one by one).
 	JoinParallel int
+	// JoinJitter, when set, boots the Colony agents as a fleet with the
+	// product's --join-jitter: all are started at once and each waits a
+	// random time up to JoinJitter before joining the seed. Results are
+	// labelled with the profile plus "+jitter".
+	JoinJitter time.Duration
 	// Settle is the wait between convergence and the steady-state window;
 	// Steady is the window's length.
 	Settle, Steady time.Duration
@@ -203,6 +208,9 @@ type counters struct {
 
 func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 	r := Result{Mode: mode, Profile: o.Profile, N: n, Converge: -1, Leader: -1, Plan: -1, Deploy: -1}
+	if o.JoinJitter > 0 && mode == ModeColony {
+		r.Profile += "+jitter" + o.JoinJitter.String()
+	}
 	var c cluster
 	switch mode {
 	case ModeColony:

@@ -39,6 +39,7 @@ func run() error {
 	flag.StringVar(&o.Profile, "profile", o.Profile, "gossip profile of every node: lan, dense, local or wan")
 	flag.IntVar(&o.ProcsMax, "procs-max", o.ProcsMax, "largest N run in process mode")
 	flag.IntVar(&o.JoinParallel, "join-parallel", o.JoinParallel, "nodes joining at the same time (1: one by one)")
+	flag.DurationVar(&o.JoinJitter, "join-jitter", 0, "colony mode: start every agent at once with --join-jitter set to this (a fleet booting together)")
 	flag.DurationVar(&o.Settle, "settle", o.Settle, "wait after the phases before measuring steady state")
 	flag.DurationVar(&o.Steady, "steady", o.Steady, "steady-state measurement window")
 	flag.DurationVar(&o.Timeout, "timeout", o.Timeout, "give up waiting for the phases after this")
