@@ -13,13 +13,27 @@ import (
 // BenchmarkApplySingleNode measures a committed, fsynced settings write
 // on a one-voter cluster (the disk's fsync latency dominates).
 func BenchmarkApplySingleNode(b *testing.B) {
+	n := benchVoter(b)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, _, err := n.Apply(ctx, &SetSetting{Key: fmt.Sprintf("k%d", i%100), Value: "v"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchVoter starts a single fsync'd voter with the default timers and
+// waits until it leads; the benchmark's cleanup stops it.
+func benchVoter(b *testing.B) *Node {
+	b.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeID, cfg.DataDir = "bench", b.TempDir()
 	n, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer n.Shutdown()
+	b.Cleanup(func() { _ = n.Shutdown() })
 	if err := n.BootstrapSelf(); err != nil {
 		b.Fatal(err)
 	}
@@ -30,13 +44,7 @@ func BenchmarkApplySingleNode(b *testing.B) {
 		}
 		time.Sleep(10 * time.Millisecond) // benchmark set-up only, not a test wait
 	}
-	ctx := context.Background()
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		if _, _, err := n.Apply(ctx, &SetSetting{Key: fmt.Sprintf("k%d", i%100), Value: "v"}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return n
 }
 
 // BenchmarkFSMApply measures decoding and applying one command.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -180,26 +179,8 @@ func TestNodeApplyPlanLarge(t *testing.T) {
 }
 
 func BenchmarkApplyPlan10000(b *testing.B) {
-	dir := b.TempDir()
-	n, err := New(testConfig("b1", dir))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = n.Shutdown() }()
-	if err := n.BootstrapSelf(); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !n.IsLeader() {
-		select {
-		case <-ctx.Done():
-			b.Fatal("no leader")
-		case <-tick.C:
-		}
-	}
+	n := benchVoter(b)
+	ctx := context.Background()
 	for b.Loop() {
 		c := bigPlan(10000)
 		_, c.BaseIndex = n.State().Placements("")

@@ -402,23 +402,7 @@ func BenchmarkCommitMonitorPlan(b *testing.B) {
 				enc, _ := EncodeCommand(c)
 				sent += len(enc)
 			}
-			cfg := DefaultConfig()
-			cfg.NodeID, cfg.DataDir = "bench", b.TempDir()
-			n, err := New(cfg)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer n.Shutdown()
-			if err := n.BootstrapSelf(); err != nil {
-				b.Fatal(err)
-			}
-			deadline := time.Now().Add(30 * time.Second)
-			for !n.IsLeader() {
-				if time.Now().After(deadline) {
-					b.Fatal("no leader")
-				}
-				time.Sleep(10 * time.Millisecond) // benchmark set-up only, not a test wait
-			}
+			n := benchVoter(b)
 			ctx := context.Background()
 			b.ResetTimer()
 			for b.Loop() {
