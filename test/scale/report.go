@@ -1,12 +1,16 @@
 package scale
 
 import (
+	"cmp"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"html"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,46 +65,12 @@ func Write(dir string, results []Result) ([]Result, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, "results.csv")
-	key := func(r Result) string { return fmt.Sprintf("%s/%s/%d", r.Mode, r.Profile, r.N) }
-	all := map[string]Result{}
-	if f, err := os.Open(path); err == nil {
-		recs, _ := csv.NewReader(f).ReadAll()
-		f.Close()
-		for _, rec := range recs {
-			if r, ok := fromRow(rec); ok {
-				all[key(r)] = r
-			}
-		}
-	}
-	for _, r := range results {
-		all[key(r)] = r
-	}
-	merged := make([]Result, 0, len(all))
-	for _, r := range all {
-		merged = append(merged, r)
-	}
-	sort.Slice(merged, func(i, j int) bool {
-		a, b := merged[i], merged[j]
-		if a.Profile != b.Profile {
-			return a.Profile < b.Profile
-		}
-		if a.N != b.N {
-			return a.N < b.N
-		}
-		return a.Mode < b.Mode
-	})
-	f, err := os.Create(path)
+	merged, err := mergeCSV(filepath.Join(dir, "results.csv"), csvHeader, results, fromRow, Result.row,
+		func(r Result) string { return fmt.Sprintf("%s/%s/%d", r.Mode, r.Profile, r.N) },
+		func(a, b Result) int {
+			return cmp.Or(cmp.Compare(a.Profile, b.Profile), cmp.Compare(a.N, b.N), cmp.Compare(a.Mode, b.Mode))
+		})
 	if err != nil {
-		return nil, err
-	}
-	w := csv.NewWriter(f)
-	_ = w.Write(csvHeader)
-	for _, r := range merged {
-		_ = w.Write(r.row())
-	}
-	w.Flush()
-	if err := f.Close(); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(Markdown(merged)), 0o644); err != nil {
@@ -119,70 +89,74 @@ func Write(dir string, results []Result) ([]Result, error) {
 
 // MonitorResults reads the monitoring rows held in dir/monitor.csv.
 func MonitorResults(dir string) []MonResult {
-	var out []MonResult
-	f, err := os.Open(filepath.Join(dir, "monitor.csv"))
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	recs, _ := csv.NewReader(f).ReadAll()
-	for _, rec := range recs {
-		if r, ok := monFromRow(rec); ok {
-			out = append(out, r)
-		}
-	}
-	return out
+	return readCSV(filepath.Join(dir, "monitor.csv"), monFromRow)
 }
 
 // writeMonitor merges monitoring rows into dir/monitor.csv like Write
 // does results (keyed by mode, profile, N, layout and K) and rewrites
 // dir/monitor.md.
 func writeMonitor(dir string, rs []MonResult) ([]MonResult, error) {
-	key := func(r MonResult) string { return fmt.Sprintf("%s/%s/%d/%s/%d", r.Mode, r.Profile, r.N, r.Layout, r.K) }
-	all := map[string]MonResult{}
-	for _, r := range MonitorResults(dir) {
-		all[key(r)] = r
-	}
-	for _, r := range rs {
-		all[key(r)] = r
-	}
-	if len(all) == 0 {
+	path := filepath.Join(dir, "monitor.csv")
+	if len(rs) == 0 && len(MonitorResults(dir)) == 0 {
 		return nil, nil
 	}
-	merged := make([]MonResult, 0, len(all))
-	for _, r := range all {
-		merged = append(merged, r)
+	merged, err := mergeCSV(path, monHeader, rs, monFromRow, MonResult.row,
+		func(r MonResult) string { return fmt.Sprintf("%s/%s/%d/%s/%d", r.Mode, r.Profile, r.N, r.Layout, r.K) },
+		func(a, b MonResult) int {
+			return cmp.Or(cmp.Compare(a.Profile, b.Profile), cmp.Compare(a.N, b.N), cmp.Compare(a.Mode, b.Mode),
+				cmp.Compare(b.Layout, a.Layout), // tree before flat
+				cmp.Compare(a.K, b.K))
+		})
+	if err != nil {
+		return nil, err
 	}
-	sort.Slice(merged, func(i, j int) bool {
-		a, b := merged[i], merged[j]
-		if a.Profile != b.Profile {
-			return a.Profile < b.Profile
+	return merged, os.WriteFile(filepath.Join(dir, "monitor.md"), []byte(MonitorMarkdown(merged)), 0o644)
+}
+
+// readCSV parses the rows of a CSV file; parse refuses the header and
+// damaged rows. A missing file has no rows.
+func readCSV[T any](path string, parse func([]string) (T, bool)) []T {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	recs, _ := csv.NewReader(f).ReadAll()
+	var out []T
+	for _, rec := range recs {
+		if r, ok := parse(rec); ok {
+			out = append(out, r)
 		}
-		if a.N != b.N {
-			return a.N < b.N
-		}
-		if a.Mode != b.Mode {
-			return a.Mode < b.Mode
-		}
-		if a.Layout != b.Layout {
-			return a.Layout > b.Layout // tree before flat
-		}
-		return a.K < b.K
-	})
-	f, err := os.Create(filepath.Join(dir, "monitor.csv"))
+	}
+	return out
+}
+
+// mergeCSV adds rows to the ones held in path, a later row replacing an
+// earlier one with the same key, and rewrites the file sorted by order.
+func mergeCSV[T any](path string, header []string, add []T, parse func([]string) (T, bool), row func(T) []string,
+	key func(T) string, order func(a, b T) int) ([]T, error) {
+	all := map[string]T{}
+	for _, r := range readCSV(path, parse) {
+		all[key(r)] = r
+	}
+	for _, r := range add {
+		all[key(r)] = r
+	}
+	merged := slices.SortedFunc(maps.Values(all), order)
+	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write(monHeader)
+	_ = w.Write(header)
 	for _, r := range merged {
-		_ = w.Write(r.row())
+		_ = w.Write(row(r))
 	}
 	w.Flush()
-	if err := f.Close(); err != nil {
+	if err := errors.Join(w.Error(), f.Close()); err != nil {
 		return nil, err
 	}
-	return merged, os.WriteFile(filepath.Join(dir, "monitor.md"), []byte(MonitorMarkdown(merged)), 0o644)
+	return merged, nil
 }
 
 // Markdown renders the table, with Colony/bare ratios where both ran.
