@@ -131,8 +131,9 @@ distinct_hosts: true
 `, n)
 }
 
-func (p *api) deploy(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, "PUT", "http://"+p.addrs[0]+"/v1/deployments", strings.NewReader(deploySpec(len(p.addrs))))
+// put sends body to path on the first node.
+func (p *api) put(ctx context.Context, path, body string) error {
+	req, err := http.NewRequestWithContext(ctx, "PUT", "http://"+p.addrs[0]+path, strings.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -143,9 +144,13 @@ func (p *api) deploy(ctx context.Context) error {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		return fmt.Errorf("deploy: %d %s", resp.StatusCode, bytes.TrimSpace(b))
+		return fmt.Errorf("PUT %s: %d %s", path, resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	return nil
+}
+
+func (p *api) deploy(ctx context.Context) error {
+	return p.put(ctx, "/v1/deployments", deploySpec(len(p.addrs)))
 }
 
 // running counts the nodes where an instance of the deployment runs.

@@ -3,8 +3,6 @@ package scale
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -240,23 +238,6 @@ func (p *api) monitorStatuses(ctx context.Context) ([]agent.MonitorStatus, error
 		}
 	})
 	return out, first
-}
-
-func (p *api) put(ctx context.Context, path, body string) error {
-	req, err := http.NewRequestWithContext(ctx, "PUT", "http://"+p.addrs[0]+path, strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("PUT %s: %d %s", path, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	return nil
 }
 
 func meanOf(xs []float64) float64 {
