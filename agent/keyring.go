@@ -193,8 +193,13 @@ func (a *Agent) keyringRoutes(r *router) {
 	}
 }
 
-// keyFromBody decodes {"key": "..."}; it has written the error if not ok.
-func keyFromBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// keyFromBody decodes {"key": "..."} for an operation that takes a key
+// (op "" lists the keys and takes none); it has written the error if not
+// ok.
+func keyFromBody(op string, w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if op == "" {
+		return nil, true
+	}
 	var req KeyRequest
 	if !decodeBody(w, r, &req) {
 		return nil, false
@@ -223,12 +228,9 @@ func keyringStatus(err error) int {
 
 func (a *Agent) handleLocalKeyring(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var key []byte
-		if op != "" {
-			var ok bool
-			if key, ok = keyFromBody(w, r); !ok {
-				return
-			}
+		key, ok := keyFromBody(op, w, r)
+		if !ok {
+			return
 		}
 		nk, err := a.localKeyring(op, key)
 		if err != nil {
@@ -244,12 +246,9 @@ func (a *Agent) handleLocalKeyring(op string) http.HandlerFunc {
 // failure answers 500 with the same report.
 func (a *Agent) handleKeyring(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var key []byte
-		if op != "" {
-			var ok bool
-			if key, ok = keyFromBody(w, r); !ok {
-				return
-			}
+		key, ok := keyFromBody(op, w, r)
+		if !ok {
+			return
 		}
 		// Refuse at once what would fail everywhere.
 		local, err := a.gossip.Keys()
