@@ -64,6 +64,26 @@ func startNode(t *testing.T, cfg Config) *Node {
 	return n
 }
 
+// startCluster starts a node per config, bootstraps the first, adds the
+// others as voters and returns the nodes and their leader once all agree.
+func startCluster(t *testing.T, cfgs ...Config) ([]*Node, *Node) {
+	t.Helper()
+	var nodes []*Node
+	for _, cfg := range cfgs {
+		nodes = append(nodes, startNode(t, cfg))
+	}
+	if err := nodes[0].BootstrapSelf(); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, nodes[0])
+	for _, n := range nodes[1:] {
+		if err := nodes[0].AddVoter(ctxT(t), n.ID(), n.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nodes, waitLeader(t, nodes...)
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
 	t.Cleanup(cancel)

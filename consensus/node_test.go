@@ -59,24 +59,11 @@ func TestSingleNodeBootstrapAndRestart(t *testing.T) {
 }
 
 func TestThreeNodes(t *testing.T) {
-	var nodes []*Node
 	var cfgs []Config
 	for _, id := range []string{"a", "b", "c"} {
-		cfg := testConfig(id, t.TempDir())
-		cfgs = append(cfgs, cfg)
-		nodes = append(nodes, startNode(t, cfg))
+		cfgs = append(cfgs, testConfig(id, t.TempDir()))
 	}
-	a, b, c := nodes[0], nodes[1], nodes[2]
-	if err := a.BootstrapSelf(); err != nil {
-		t.Fatal(err)
-	}
-	waitLeader(t, a)
-	for _, n := range []*Node{b, c} {
-		if err := a.AddVoter(ctxT(t), n.ID(), n.Addr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	leader := waitLeader(t, a, b, c)
+	nodes, leader := startCluster(t, cfgs...)
 	waitFor(t, waitLong, func() error {
 		for _, n := range nodes {
 			if s, err := n.Servers(); err != nil || len(s) != 3 {
@@ -235,23 +222,11 @@ func TestSnapshotRestoreAndCatchUp(t *testing.T) {
 }
 
 func TestQuorumLossRecovery(t *testing.T) {
-	var nodes []*Node
 	var cfgs []Config
 	for _, id := range []string{"r1", "r2", "r3"} {
-		cfg := testConfig(id, t.TempDir())
-		cfgs = append(cfgs, cfg)
-		nodes = append(nodes, startNode(t, cfg))
+		cfgs = append(cfgs, testConfig(id, t.TempDir()))
 	}
-	if err := nodes[0].BootstrapSelf(); err != nil {
-		t.Fatal(err)
-	}
-	waitLeader(t, nodes[0])
-	for _, n := range nodes[1:] {
-		if err := nodes[0].AddVoter(ctxT(t), n.ID(), n.Addr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	leader := waitLeader(t, nodes...)
+	nodes, leader := startCluster(t, cfgs...)
 	setSetting(t, leader, "survives", "yes")
 	for _, n := range nodes {
 		waitSetting(t, n, "survives", "yes")
@@ -325,20 +300,7 @@ func TestConfigValidate(t *testing.T) {
 // context already ended it returns at once, and Shutdown still waits for
 // the transfer's goroutine.
 func TestTransferLeadership(t *testing.T) {
-	var nodes []*Node
-	for _, id := range []string{"a", "b", "c"} {
-		nodes = append(nodes, startNode(t, testConfig(id, t.TempDir())))
-	}
-	if err := nodes[0].BootstrapSelf(); err != nil {
-		t.Fatal(err)
-	}
-	waitLeader(t, nodes[0])
-	for _, n := range nodes[1:] {
-		if err := nodes[0].AddVoter(ctxT(t), n.ID(), n.Addr()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old := waitLeader(t, nodes...)
+	nodes, old := startCluster(t, testConfig("a", t.TempDir()), testConfig("b", t.TempDir()), testConfig("c", t.TempDir()))
 	if err := old.TransferLeadership(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
