@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"runtime"
 	"sync/atomic"
 
 	"github.com/hashicorp/memberlist"
@@ -94,14 +93,9 @@ func (c *bareCluster) sample(ctx context.Context) (counters, error) {
 		if f == nil {
 			continue
 		}
-		st := f()
-		s.bytes += st.UDPBytesSent + st.TCPBytesSent
-		s.suspicions += st.Suspicions
-		s.dead += st.DeadMessages
+		s.addGossip(f())
 	}
-	s.cpu = selfCPU()
-	s.rss, s.peakRSS = procStatus("self")
-	s.goroutines = runtime.NumGoroutine()
+	s.addProcess()
 	return s, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,15 +133,10 @@ func (c *colonyCluster) sample(ctx context.Context) (counters, error) {
 		if a == nil {
 			continue
 		}
-		st := a.Gossip().Stats()
-		s.bytes += st.UDPBytesSent + st.TCPBytesSent
-		s.suspicions += st.Suspicions
-		s.dead += st.DeadMessages
+		s.addGossip(a.Gossip().Stats())
 	}
 	c.mu.Unlock()
-	s.cpu = selfCPU()
-	s.rss, s.peakRSS = procStatus("self")
-	s.goroutines = runtime.NumGoroutine()
+	s.addProcess()
 	return s, nil
 }
 

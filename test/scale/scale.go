@@ -25,6 +25,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"colony/gossip"
 )
 
 // Modes.
@@ -204,6 +206,20 @@ type counters struct {
 	rss        uint64 // current
 	peakRSS    uint64
 	goroutines int
+}
+
+// addGossip adds one node's gossip statistics.
+func (s *counters) addGossip(st gossip.Stats) {
+	s.bytes += st.UDPBytesSent + st.TCPBytesSent
+	s.suspicions += st.Suspicions
+	s.dead += st.DeadMessages
+}
+
+// addProcess records this process's CPU time, memory and goroutines.
+func (s *counters) addProcess() {
+	s.cpu = selfCPU()
+	s.rss, s.peakRSS = procStatus("self")
+	s.goroutines = runtime.NumGoroutine()
 }
 
 func runOne(ctx context.Context, o *Options, mode string, n int) Result {
