@@ -37,23 +37,32 @@ func newAPI(addrs []string) *api {
 }
 
 func (p *api) get(ctx context.Context, addr, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+path, nil)
+	b, err := p.do(ctx, "GET", addr, path, nil)
 	if err != nil {
 		return err
 	}
+	return json.Unmarshal(b, out)
+}
+
+// do sends one request and returns the body of a 200 answer.
+func (p *api) do(ctx context.Context, method, addr, path string, body io.Reader) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		return nil, err
+	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != 200 {
-		return fmt.Errorf("GET %s%s: %d %s", addr, path, resp.StatusCode, bytes.TrimSpace(b))
+		return nil, fmt.Errorf("%s %s%s: %d %s", method, addr, path, resp.StatusCode, bytes.TrimSpace(b))
 	}
-	return json.Unmarshal(b, out)
+	return b, nil
 }
 
 // sample picks the seed and up to k-1 other nodes at random.
@@ -133,20 +142,8 @@ distinct_hosts: true
 
 // put sends body to path on the first node.
 func (p *api) put(ctx context.Context, path, body string) error {
-	req, err := http.NewRequestWithContext(ctx, "PUT", "http://"+p.addrs[0]+path, strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("PUT %s: %d %s", path, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	return nil
+	_, err := p.do(ctx, "PUT", p.addrs[0], path, strings.NewReader(body))
+	return err
 }
 
 func (p *api) deploy(ctx context.Context) error {
