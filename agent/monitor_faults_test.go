@@ -89,14 +89,8 @@ func putSummary(t *testing.T, a *Agent, s *monitor.Summary) int {
 // from any node through the root and both cleared when the cause goes; a
 // replayed or stale summary from a real child is refused and counted.
 func TestMonitorAlarms(t *testing.T) {
-	tuneMonitor = func(c *monitor.Config) { c.GroupSize, c.TargetGroupSize = 4, 3 }
-	t.Cleanup(func() { tuneMonitor = nil })
 	const nodes = 7
-	c := newCluster(t, 140)
-	for i := 1; i <= nodes; i++ {
-		c.start(i, func(cfg *Config) { cfg.MonitorInterval = 200 * time.Millisecond })
-	}
-	c.agreeOnLeader(3, 60*time.Second)
+	c := startMonitorCluster(t, 140, nodes, nil)
 	plan := stablePlan(t, c)
 	if plan.Depth < 2 {
 		t.Fatalf("depth %d, want a two-level tree", plan.Depth)
@@ -187,14 +181,8 @@ restart: {mode: always, backoff: {initial: 50ms, max: 100ms}}
 // the partition heals the cluster view is whole again and the alarms
 // clear.
 func TestMonitorSubtreePartition(t *testing.T) {
-	tuneMonitor = func(c *monitor.Config) { c.GroupSize, c.TargetGroupSize = 4, 3 }
-	t.Cleanup(func() { tuneMonitor = nil })
 	const nodes = 9
-	c := newCluster(t, 141)
-	for i := 1; i <= nodes; i++ {
-		c.start(i, func(cfg *Config) { cfg.MonitorInterval = 200 * time.Millisecond })
-	}
-	c.agreeOnLeader(3, 60*time.Second)
+	c := startMonitorCluster(t, 141, nodes, nil)
 	plan := stablePlan(t, c)
 	waitAlive(t, c.agent("n2"), nodes)
 	voters := voterNames(t, c.agent("n1"))

@@ -69,34 +69,26 @@ func waitAlive(t *testing.T, a *Agent, n uint64) ClusterMetrics {
 }
 
 func TestMonitorTree(t *testing.T) {
-	tuneMonitor = func(c *monitor.Config) { c.GroupSize, c.TargetGroupSize = 4, 3 }
-	t.Cleanup(func() { tuneMonitor = nil })
 	const nodes = 10
 	const interval = 200 * time.Millisecond
-	c := newCluster(t, 190)
-	for i := 1; i <= nodes; i++ {
-		c.start(i, func(cfg *Config) {
-			cfg.MonitorInterval = interval
-			cfg.Labels = map[string]string{"zone": fmt.Sprintf("z%d", i%2)}
-		})
-	}
-	c.agreeOnLeader(3, 60*time.Second)
+	c := startMonitorCluster(t, 190, nodes, func(i int, cfg *Config) {
+		cfg.Labels = map[string]string{"zone": fmt.Sprintf("z%d", i%2)}
+	})
 
 	// Every node follows the same plan: all nodes, a two-level tree.
 	var plan *monitor.Plan
 	retry.Until(t, 30*time.Second, func() error {
-		var err error
 		for _, a := range c.live() {
-			p, err2 := monitorPlan(a)
-			if err2 != nil {
-				return fmt.Errorf("%s: %w", a.Name(), err2)
+			p, err := monitorPlan(a)
+			if err != nil {
+				return fmt.Errorf("%s: %w", a.Name(), err)
 			}
 			if p.Len() != nodes {
 				return fmt.Errorf("%s: plan has %d nodes", a.Name(), p.Len())
 			}
 			plan = p
 		}
-		return err
+		return nil
 	})
 	if plan.Depth != 2 {
 		t.Fatalf("depth %d with K=4 and %d nodes, want 2", plan.Depth, nodes)
@@ -141,22 +133,12 @@ func TestMonitorTree(t *testing.T) {
 		}
 		return nil
 	})
-	var root, aggregator *Agent
 	plan = stablePlan(t, c)
 	for _, a := range c.live() {
 		st := a.monitorState().status()
 		t.Logf("%s: level %d, pushes to %.8s, %d children, last summary %d bytes", a.Name(), st.Level, st.PushesTo, st.Children, st.SummaryBytes)
-		id := a.ID().String()
-		switch {
-		case id == plan.Root():
-			root = a
-		case plan.Level(id) > 0 && aggregator == nil:
-			aggregator = a
-		}
 	}
-	if root == nil || aggregator == nil {
-		t.Fatalf("no root or no level-1 aggregator in %+v", plan)
-	}
+	root, aggregator := treeRoles(t, c, plan)
 
 	// Prometheus: service discovery lists the aggregators; they serve
 	// their roll-up; every node serves its own series.
@@ -237,18 +219,7 @@ func TestMonitorTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	plan = waitPlan(t, c, 4, 2)
-	root, aggregator = nil, nil
-	for _, a := range c.live() {
-		switch id := a.ID().String(); {
-		case id == plan.Root():
-			root = a
-		case plan.Level(id) > 0 && aggregator == nil:
-			aggregator = a
-		}
-	}
-	if root == nil || aggregator == nil {
-		t.Fatalf("no root or no level-1 aggregator in %+v", plan)
-	}
+	root, aggregator = treeRoles(t, c, plan)
 	waitAlive(t, root, nodes)
 
 	// An aggregator dies: its children re-home and the view is whole again.
@@ -456,6 +427,44 @@ func TestMonitorFigures(t *testing.T) {
 			t.Logf("  age of the oldest sample at the root: mean %.2fs, max %.2fs over %d reads (bound (depth+1) x interval = %.0fs; API bound with the root's own interval %.0fs)", mean(ages), ages[len(ages)-1], len(ages), float64(plan.Depth+1)*interval.Seconds(), bound)
 		}
 	}
+}
+
+// startMonitorCluster starts n agents on subnet pushing summaries every
+// 200 ms in groups of K=4 (target 3), each also given extra (if not nil),
+// and waits for a leader with three voters.
+func startMonitorCluster(t *testing.T, subnet, n int, extra func(i int, cfg *Config)) *cluster {
+	t.Helper()
+	tuneMonitor = func(c *monitor.Config) { c.GroupSize, c.TargetGroupSize = 4, 3 }
+	t.Cleanup(func() { tuneMonitor = nil })
+	c := newCluster(t, subnet)
+	for i := 1; i <= n; i++ {
+		c.start(i, func(cfg *Config) {
+			cfg.MonitorInterval = 200 * time.Millisecond
+			if extra != nil {
+				extra(i, cfg)
+			}
+		})
+	}
+	c.agreeOnLeader(3, 60*time.Second)
+	return c
+}
+
+// treeRoles finds the root and a level-1 (or higher) aggregator that is
+// not the root.
+func treeRoles(t *testing.T, c *cluster, plan *monitor.Plan) (root, aggregator *Agent) {
+	t.Helper()
+	for _, a := range c.live() {
+		switch id := a.ID().String(); {
+		case id == plan.Root():
+			root = a
+		case plan.Level(id) > 0 && aggregator == nil:
+			aggregator = a
+		}
+	}
+	if root == nil || aggregator == nil {
+		t.Fatalf("no root or no level-1 aggregator in %+v", plan)
+	}
+	return root, aggregator
 }
 
 func mean(xs []float64) float64 {
