@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -109,15 +108,11 @@ func (t *countingTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int
 	if !t.bindIP.IsUnspecified() {
 		return t.tcp.Addr().(*net.TCPAddr).IP, t.GetAutoBindPort(), nil
 	}
-	private, err := sockaddr.GetPrivateIP()
+	private, err := ChooseAdvertise(t.bindIP.String(), "")
 	if err != nil {
-		return nil, 0, fmt.Errorf("find a private address to advertise: %w", err)
+		return nil, 0, err
 	}
-	addr := net.ParseIP(private)
-	if addr == nil {
-		return nil, 0, errors.New("no private IP address found to advertise: give one (--advertise)")
-	}
-	return addr, t.GetAutoBindPort(), nil
+	return net.ParseIP(private).To4(), t.GetAutoBindPort(), nil
 }
 
 // PacketCh implements memberlist.Transport.
