@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -349,37 +350,44 @@ func TestFailover(t *testing.T) {
 	// A level-2 aggregator below the root dies: its children, level-1
 	// aggregators, agree on one of them to stand in, which pushes to the
 	// root, and the dead node's grandchildren keep pushing to their own
-	// (alive) aggregators.
-	var mid string
-	for id, lvl := range p.Levels {
-		if lvl == 2 && id != p.Root() {
-			mid = id
-			break
+	// (alive) aggregators. Every such aggregator is tried.
+	mids := 0
+	for _, mid := range slices.Sorted(maps.Keys(p.Levels)) {
+		if p.Levels[mid] != 2 || mid == p.Root() {
+			continue
+		}
+		mids++
+		if up, _ := p.Parent(mid); up != p.Root() {
+			t.Fatalf("level-2 %s reports to %s, not the root %s (depth %d)", mid, up, p.Root(), p.Depth)
+		}
+		dead := func(id string) bool { return id != mid }
+		kids := p.Children(mid)
+		// The stand-in is the child that pushes to where mid did.
+		stand := ""
+		for _, c := range kids {
+			if got, _ := p.Failover(c, dead); got == p.Root() {
+				if stand != "" {
+					t.Fatalf("%s and %s both stand in for %s", stand, c, mid)
+				}
+				stand = c
+			}
+		}
+		if stand == "" {
+			t.Fatalf("no child of %s stands in for it: %v", mid, kids)
+		}
+		for _, c := range kids {
+			if got, _ := p.Failover(c, dead); c != stand && got != stand {
+				t.Fatalf("%s fails over to %q, the stand-in is %q", c, got, stand)
+			}
+			for _, g := range p.Children(c) {
+				if got, _ := p.Failover(g, dead); got != c {
+					t.Fatalf("%s, below live %s, pushes to %q", g, c, got)
+				}
+			}
 		}
 	}
-	if mid == "" {
+	if mids == 0 {
 		t.Fatalf("no level-2 aggregator below the root (depth %d)", p.Depth)
-	}
-	dead = func(id string) bool { return id != mid }
-	kids := p.Children(mid)
-	stand, _ = p.Failover(kids[0], dead)
-	if !slices.Contains(kids, stand) {
-		t.Fatalf("stand-in %q for %s is not one of its children %v", stand, mid, kids)
-	}
-	for _, c := range kids {
-		got, _ := p.Failover(c, dead)
-		if c == stand {
-			if got != p.Root() {
-				t.Fatalf("stand-in %s pushes to %q, not the root %s", c, got, p.Root())
-			}
-		} else if got != stand {
-			t.Fatalf("%s fails over to %q, others to %q", c, got, stand)
-		}
-		for _, g := range p.Children(c) {
-			if got, _ := p.Failover(g, dead); got != c {
-				t.Fatalf("%s, below live %s, pushes to %q", g, c, got)
-			}
-		}
 	}
 }
 
