@@ -209,6 +209,9 @@ func (n *Node) TransferLeadership(ctx context.Context) error {
 	if others == 0 {
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("leadership transfer: %w", err)
+	}
 	f := n.raft.LeadershipTransfer()
 	done := make(chan error, 1)
 	// The future resolves within an election timeout, or when Raft shuts

@@ -297,8 +297,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestTransferLeadership: a leader hands over to another voter; with a
-// context already ended it returns at once, and Shutdown still waits for
-// the transfer's goroutine.
+// context already ended it starts no transfer and returns at once.
 func TestTransferLeadership(t *testing.T) {
 	nodes, old := startCluster(t, testConfig("a", t.TempDir()), testConfig("b", t.TempDir()), testConfig("c", t.TempDir()))
 	if err := old.TransferLeadership(ctxT(t)); err != nil {
