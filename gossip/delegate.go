@@ -2,7 +2,6 @@ package gossip
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"time"
@@ -30,52 +29,83 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return g.meta
 }
 
-// NotifyMsg implements memberlist.Delegate; Colony sends no user messages.
-func (d *delegate) NotifyMsg([]byte) {}
+// NotifyMsg implements memberlist.Delegate: the only user message is a
+// member's record (compact metadata); news is gossiped on.
+func (d *delegate) NotifyMsg(b []byte) {
+	g := d.g()
+	name, full, err := decodeRecord(b)
+	if err != nil {
+		g.ctr.rejected.Add(1)
+		return
+	}
+	if b[0] == wantMsg {
+		if len(full) == 0 {
+			select {
+			case g.wants <- name:
+			default: // busy: the asker asks again
+			}
+		}
+		return
+	}
+	full = append([]byte(nil), full...) // memberlist reuses b
+	if g.learnRecord(name, full) {
+		g.queueRecord(name, full)
+	}
+}
 
-// GetBroadcasts implements memberlist.Delegate.
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+// GetBroadcasts implements memberlist.Delegate: records fill the room
+// memberlist's own messages leave in a gossip packet.
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.g().records.GetBroadcasts(overhead, limit)
+}
 
-// LocalState implements memberlist.Delegate: it adds the dead and left
-// members this node remembers to push/pull syncs. memberlist forgets them
+// LocalState implements memberlist.Delegate. It adds to push/pull syncs
+// the dead and left members this node remembers (memberlist forgets them
 // and never teaches them to a newcomer, so without this a node that joined
-// later would give a different answer to "who is in the cluster".
+// later would give a different answer to "who is in the cluster"), and the
+// records of live members that gossip a stub, this node's own included.
 func (d *delegate) LocalState(join bool) []byte {
 	g := d.g()
 	g.mu.Lock()
 	gone := make([]goneMember, 0)
+	var records [][2][]byte
+	var flags byte
+	if own := g.ownRecord(); own != nil {
+		records = append(records, [2][]byte{[]byte(g.cfg.NodeName), own})
+		flags = stateOwnFirst
+	}
 	for _, m := range g.members {
 		if (m.Status == StatusDead || m.Status == StatusLeft) && len(gone) < maxGoneMembers {
-			meta, err := m.Meta.Encode()
-			if err != nil {
-				continue
-			}
-			gone = append(gone, goneMember{Name: m.Name, Addr: m.Addr.String(), Port: m.Port, Status: m.Status, Since: m.Since.Unix(), Meta: meta})
+			gone = append(gone, goneMember{Name: m.Name, Addr: m.Addr.String(), Port: m.Port, Status: m.Status, Since: m.Since.Unix(), Meta: m.full})
+		} else if m.Name != g.cfg.NodeName && isStub(m.raw) && (m.Status == StatusAlive || m.Status == StatusSuspect) {
+			records = append(records, [2][]byte{[]byte(m.Name), m.full})
 		}
 	}
 	g.mu.Unlock()
-	if len(gone) == 0 {
-		return nil
-	}
-	b, err := json.Marshal(gone)
-	if err != nil {
-		return nil
-	}
-	return append([]byte{goneStateVersion}, b...)
+	return encodeState(gone, records, flags)
 }
 
 // MergeRemoteState implements memberlist.Delegate: it learns dead and left
-// members this node has never seen. What this node already knows of a
-// member (from memberlist itself) always wins.
+// members this node has never seen, and records. What this node already
+// knows of a member (from memberlist itself) always wins.
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	if len(buf) == 0 {
 		return
 	}
 	g := d.g()
-	var gone []goneMember
-	if buf[0] != goneStateVersion || len(buf) > maxGoneBytes || json.Unmarshal(buf[1:], &gone) != nil || len(gone) > maxGoneMembers {
-		g.logger.Warn("ignoring malformed member state from a peer", "bytes", len(buf))
+	gone, records, flags, err := decodeState(buf)
+	if err != nil {
+		g.logger.Warn("ignoring malformed member state from a peer", "bytes", len(buf), "error", err)
 		return
+	}
+	// Only the peer's own record is gossiped on when it is news (a
+	// joiner's record reaching its seed, as memberlist's seed gossips the
+	// joiner's alive message): the rest is what the peer already holds,
+	// and a joiner would otherwise re-gossip every record in the cluster.
+	for i, r := range records {
+		if g.learnRecord(string(r[0]), r[1]) && i == 0 && flags&stateOwnFirst != 0 {
+			g.queueRecord(string(r[0]), r[1])
+		}
 	}
 	now := time.Now()
 	g.mu.Lock()
@@ -108,7 +138,7 @@ type goneMember struct {
 }
 
 const (
-	goneStateVersion = 1
+	goneStateVersion = 1 // gone members only, as JSON
 	maxGoneMembers   = 4096
 	maxGoneBytes     = 4 << 20
 )
@@ -155,21 +185,35 @@ func leftState(n *memberlist.Node) memberlist.NodeStateType {
 
 func (d *delegate) record(n *memberlist.Node, st Status) {
 	g := d.g()
-	meta, err := DecodeMeta(n.Meta)
 	g.mu.Lock()
 	prev, known := g.members[n.Name]
+	meta, full, err := g.metaFor(n.Name, n.Meta)
+	if err == errPending {
+		// A stub whose record has not arrived: listed once it does.
+		if st == StatusAlive {
+			g.setPending(n, st)
+		} else {
+			g.dropPending(n.Name)
+		}
+		g.numNodes.Store(int64(len(g.members) + len(g.pending)))
+	} else if err == nil {
+		g.dropPending(n.Name)
+		delete(g.early, n.Name)
+	}
+	raw := append([]byte(nil), n.Meta...)
 	if err != nil {
-		// NotifyAlive refuses such nodes; this is only reachable for the
-		// metadata of a node we already knew, so keep what we had.
+		// NotifyAlive refuses undecodable metadata, so this is a known
+		// member with new metadata not decoded yet, or a pending one: keep
+		// what we had.
 		if !known {
 			g.mu.Unlock()
 			return
 		}
-		meta = &prev.Meta
+		meta, raw, full = &prev.Meta, prev.raw, prev.full
 	}
-	m := &Member{Name: n.Name, Addr: append([]byte(nil), n.Addr...), Port: n.Port, Status: st, Since: time.Now(), Meta: *meta, raw: append([]byte(nil), n.Meta...)}
-	if err != nil {
-		m.raw = prev.raw
+	m := &Member{Name: n.Name, Addr: append([]byte(nil), n.Addr...), Port: n.Port, Status: st, Since: time.Now(), Meta: *meta, raw: raw, full: full}
+	if !isStub(raw) {
+		m.full = raw
 	}
 	if known && prev.Status == st {
 		m.Since = prev.Since
@@ -198,13 +242,17 @@ func (d *delegate) NotifyAlive(n *memberlist.Node) error {
 		g.mu.Unlock()
 		return nil
 	}
+	if p, ok := g.pending[n.Name]; ok && p.port == n.Port && p.addr.Equal(n.Addr) && bytes.Equal(p.stub, n.Meta) {
+		g.mu.Unlock()
+		return nil
+	}
 	g.mu.Unlock()
-	meta, err := DecodeMeta(n.Meta)
+	id, _, err := identityOf(n.Meta)
 	if err != nil {
 		g.ctr.rejected.Add(1)
 		return fmt.Errorf("node %q: %w", n.Name, err)
 	}
-	if err := d.checkIdentity(n.Name, n.Address(), meta); err != nil {
+	if err := d.checkIdentity(n.Name, n.Address(), id); err != nil {
 		g.ctr.rejected.Add(1)
 		return err
 	}
@@ -220,13 +268,13 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 		if p.State == memberlist.StateDead || p.State == memberlist.StateLeft {
 			continue
 		}
-		meta, err := DecodeMeta(p.Meta)
+		id, _, err := identityOf(p.Meta)
 		if err != nil {
 			// NotifyAlive keeps this one node out when the state is merged;
 			// refusing the whole merge would let one bad peer block every join.
 			continue
 		}
-		if err := d.checkIdentity(p.Name, p.Address(), meta); err != nil {
+		if err := d.checkIdentity(p.Name, p.Address(), id); err != nil {
 			g.ctr.rejected.Add(1)
 			g.mu.Lock()
 			if g.conflict == nil {
@@ -240,28 +288,49 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 }
 
 // checkIdentity refuses a live node that claims this node's ID or name, or
-// the ID of another live member under a different name.
-func (d *delegate) checkIdentity(name, addr string, meta *Meta) error {
+// the ID of another live member under a different name. IDs are compared
+// by the prefix every alive message carries (compact metadata).
+func (d *delegate) checkIdentity(name, addr string, id idPrefix) error {
 	g := d.g()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	local := g.cfg.Meta.ID
 	switch {
-	case name == g.cfg.NodeName && meta.ID != local:
-		return fmt.Errorf("%w: %q is already used by node %s at %s (this node is %s): give one of them another --node-name", ErrDuplicateName, name, meta.ID, addr, local)
-	case name != g.cfg.NodeName && meta.ID == local:
+	case name == g.cfg.NodeName && id != prefixOf(local):
+		return fmt.Errorf("%w: %q is already used by node %s at %s (this node is %s): give one of them another --node-name", ErrDuplicateName, name, id, addr, local)
+	case name != g.cfg.NodeName && id == prefixOf(local):
 		return fmt.Errorf("%w: node %q at %s already has ID %s, which this node (%q) also has; the data dir was probably copied from another node (e.g. baked into an image)", ErrDuplicateID, name, addr, local, g.cfg.NodeName)
 	}
-	live := func(m *Member) bool { return m.Status == StatusAlive || m.Status == StatusSuspect }
-	for other := range g.byID[meta.ID] {
-		if m := g.members[other]; other != name && m != nil && live(m) {
-			return fmt.Errorf("%w: node %q at %s claims ID %s, already used by live node %q at %s", ErrDuplicateID, name, addr, meta.ID, other, m.Address())
+	for other := range g.byID[id] {
+		if other != name && g.live(other) {
+			return fmt.Errorf("%w: node %q at %s claims ID %s, already used by live node %q at %s", ErrDuplicateID, name, addr, id, other, g.addressOf(other))
 		}
 	}
-	if m, ok := g.members[name]; ok && m.Meta.ID != meta.ID && live(m) && m.Address() != addr {
-		return fmt.Errorf("%w: %q at %s has ID %s, but live node %q at %s has ID %s", ErrDuplicateName, name, addr, meta.ID, name, m.Address(), m.Meta.ID)
+	if m, ok := g.members[name]; ok && prefixOf(m.Meta.ID) != id && g.live(name) && m.Address() != addr {
+		return fmt.Errorf("%w: %q at %s has ID %s, but live node %q at %s has ID %s", ErrDuplicateName, name, addr, id, name, m.Address(), m.Meta.ID)
 	}
 	return nil
+}
+
+// live reports whether name is a live member or a live pending one;
+// g.mu must be held.
+func (g *Gossip) live(name string) bool {
+	if m, ok := g.members[name]; ok && (m.Status == StatusAlive || m.Status == StatusSuspect) {
+		return true
+	}
+	p, ok := g.pending[name]
+	return ok && p.status == StatusAlive
+}
+
+// addressOf is a member's or pending member's gossip address; g.mu must be held.
+func (g *Gossip) addressOf(name string) string {
+	if m, ok := g.members[name]; ok {
+		return m.Address()
+	}
+	if p, ok := g.pending[name]; ok {
+		return net.JoinHostPort(p.addr.String(), fmt.Sprint(p.port))
+	}
+	return ""
 }
 
 // NotifyConflict implements memberlist.ConflictDelegate.

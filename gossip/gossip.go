@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -67,7 +68,8 @@ type Member struct {
 	Since  time.Time // when this node last saw the status change
 	Meta   Meta
 
-	raw []byte // Meta as gossiped: an alive message carrying the same bytes needs no checks
+	raw  []byte // Meta as gossiped (full or a stub): an alive message carrying the same bytes needs no checks
+	full []byte // Meta encoded: raw, or the record a stub stands for
 }
 
 // Address is the member's gossip address as host:port.
@@ -180,6 +182,9 @@ type Config struct {
 	Logger *slog.Logger
 	// OnChange, if set, is called after every membership change. It must not block.
 	OnChange func()
+	// CompactMeta gossips a 9-byte stub in alive messages and the full
+	// metadata separately (records.go); the dense profile always does.
+	CompactMeta bool
 	// Tune, if set, adjusts the memberlist configuration last (scale harness, tests).
 	Tune func(*memberlist.Config)
 	// ReconnectInterval is how often this node tries to reach one dead
@@ -263,16 +268,23 @@ type Gossip struct {
 	keyring *memberlist.Keyring
 
 	mu       sync.Mutex
-	meta     []byte                        // encoded local metadata
-	members  map[string]*Member            // by node name, including this node
-	byID     map[uuid.UUID]map[string]bool // names in members by node ID (identity checks in O(1))
-	conflict error                         // set when a merge was refused during a join
+	meta     []byte                       // local metadata as gossiped (a stub in compact mode)
+	members  map[string]*Member           // by node name, including this node
+	byID     map[idPrefix]map[string]bool // names in members and pending by node ID prefix (identity checks in O(1))
+	pending  map[string]*pendingMember    // members gossiping a stub whose record has not arrived
+	early    map[string][]byte            // records whose stub has not arrived (this node's own too)
+	conflict error                        // set when a merge was refused during a join
+
+	compact  bool                             // gossip a stub, the full metadata as a record
+	records  *memberlist.TransmitLimitedQueue // record broadcasts
+	numNodes atomic.Int64                     // members and pending members, for the records queue
 
 	leavePropagate time.Duration // how long Leave keeps answering probes
 	localIP        net.IP        // advertised gossip address, fixed at New
 	localPort      uint16
 	stop           chan struct{} // closed by Shutdown
 	metaSync       chan struct{} // a metadata change asks metaSyncLoop for a push/pull
+	wants          chan string   // members asking for this node's record, answered by repairLoop
 	gossipEvery    time.Duration // memberlist's GossipInterval
 	wg             sync.WaitGroup
 
@@ -291,11 +303,19 @@ func New(cfg Config) (*Gossip, error) {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	logger = logger.With("subsystem", "gossip")
-	meta, _ := cfg.Meta.Encode() // validated above
-	g := &Gossip{cfg: cfg, logger: logger, meta: meta, members: map[string]*Member{}, byID: map[uuid.UUID]map[string]bool{}}
+	full, _ := cfg.Meta.Encode() // validated above
+	g := &Gossip{cfg: cfg, logger: logger, meta: full, members: map[string]*Member{}, byID: map[idPrefix]map[string]bool{},
+		pending: map[string]*pendingMember{}, early: map[string][]byte{}, compact: cfg.CompactMeta || cfg.Profile == ProfileDense}
 	g.route, g.ctr = newRoute()
 
 	mc, _ := MemberlistConfig(cfg.Profile) // validated above
+	g.numNodes.Store(1)
+	g.records = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return int(g.numNodes.Load()) }, RetransmitMult: mc.RetransmitMult}
+	if g.compact && cfg.Meta.Roles == 0 {
+		g.meta = makeStub(cfg.Meta.ID, full)
+		g.early[cfg.NodeName] = full
+		g.queueRecord(cfg.NodeName, full)
+	}
 	mc.Name = cfg.NodeName
 	mc.BindAddr = cfg.BindAddr
 	if mc.BindAddr == "" {
@@ -359,12 +379,14 @@ func New(cfg Config) (*Gossip, error) {
 	g.localIP, g.localPort = append(net.IP(nil), ln.Addr...), ln.Port
 	g.stop = make(chan struct{})
 	g.metaSync = make(chan struct{}, 1)
+	g.wants = make(chan string, 64)
 	if cfg.ReconnectInterval > 0 {
 		g.wg.Add(1)
 		go g.reconnectLoop()
 	}
-	g.wg.Add(1)
+	g.wg.Add(2)
 	go g.metaSyncLoop()
+	go g.repairLoop(max(5*mc.GossipInterval, 100*time.Millisecond))
 	return g, nil
 }
 
@@ -478,7 +500,18 @@ func (g *Gossip) UpdateMeta(m Meta, timeout time.Duration) error {
 	g.mu.Lock()
 	g.cfg.Meta = m
 	g.meta = b
+	// A node holding a Raft role gossips its full metadata: leader
+	// discovery then spreads with alive messages, which go before records
+	// in a gossip packet. There are 3 or 5 such nodes.
+	stub := g.compact && m.Roles == 0
+	if stub {
+		g.meta = makeStub(m.ID, b)
+		g.early[g.cfg.NodeName] = b
+	}
 	g.mu.Unlock()
+	if stub {
+		g.queueRecord(g.cfg.NodeName, b)
+	}
 	select {
 	case g.metaSync <- struct{}{}:
 	default: // a sync is already due; it will carry this change too
@@ -668,9 +701,9 @@ func (g *Gossip) MemberByID(id uuid.UUID) (Member, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var best *Member
-	for name := range g.byID[id] {
+	for name := range g.byID[prefixOf(id)] {
 		m := g.members[name]
-		if m == nil {
+		if m == nil || m.Meta.ID != id {
 			continue
 		}
 		if best == nil || (m.Status == StatusAlive && best.Status != StatusAlive) ||
@@ -733,6 +766,21 @@ func (g *Gossip) CountAlive() int {
 	return max(0, alive-suspects)
 }
 
+// NumKnown is the number of live members (alive or suspect) in this
+// node's view, itself included: members gossiping a stub count once their
+// record has arrived. It allocates nothing.
+func (g *Gossip) NumKnown() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := 0
+	for _, m := range g.members {
+		if m.Status == StatusAlive || m.Status == StatusSuspect {
+			k++
+		}
+	}
+	return k
+}
+
 // NumAlive is the number of live members memberlist knows, this node included.
 func (g *Gossip) NumAlive() int { return g.ml.NumMembers() }
 
@@ -740,6 +788,9 @@ func (g *Gossip) NumAlive() int { return g.ml.NumMembers() }
 func (g *Gossip) Stats() Stats {
 	s := g.ctr.snapshot()
 	s.HealthScore = int64(g.ml.GetHealthScore())
+	g.mu.Lock()
+	s.PendingMembers = len(g.pending)
+	g.mu.Unlock()
 	return s
 }
 
@@ -780,13 +831,12 @@ func (g *Gossip) remember(m *Member) {
 	if prev, ok := g.members[m.Name]; ok && prev.Meta.ID != m.Meta.ID {
 		g.unindex(prev)
 	}
-	g.members[m.Name] = m
-	names := g.byID[m.Meta.ID]
-	if names == nil {
-		names = map[string]bool{}
-		g.byID[m.Meta.ID] = names
+	if m.full == nil {
+		m.full = m.raw
 	}
-	names[m.Name] = true
+	g.members[m.Name] = m
+	g.index(prefixOf(m.Meta.ID), m.Name)
+	g.numNodes.Store(int64(len(g.members) + len(g.pending)))
 }
 
 // forget drops a member; g.mu must be held.
@@ -795,13 +845,32 @@ func (g *Gossip) forget(name string) {
 		g.unindex(m)
 		delete(g.members, name)
 	}
+	g.dropPending(name)
+	delete(g.early, name)
+	g.numNodes.Store(int64(len(g.members) + len(g.pending)))
 }
 
 func (g *Gossip) unindex(m *Member) {
-	if names := g.byID[m.Meta.ID]; names != nil {
-		delete(names, m.Name)
+	if p, ok := g.pending[m.Name]; ok && prefixBytes(p.stub) == prefixOf(m.Meta.ID) {
+		return // the pending entry still holds the index
+	}
+	g.unindexName(prefixOf(m.Meta.ID), m.Name)
+}
+
+func (g *Gossip) index(p idPrefix, name string) {
+	names := g.byID[p]
+	if names == nil {
+		names = map[string]bool{}
+		g.byID[p] = names
+	}
+	names[name] = true
+}
+
+func (g *Gossip) unindexName(p idPrefix, name string) {
+	if names := g.byID[p]; names != nil {
+		delete(names, name)
 		if len(names) == 0 {
-			delete(g.byID, m.Meta.ID)
+			delete(g.byID, p)
 		}
 	}
 }

@@ -47,6 +47,7 @@ func newNode(t *testing.T, name string, id uuid.UUID, key []byte) *Gossip {
 	cfg.BindAddr = "127.0.0.1"
 	cfg.BindPort = 0
 	cfg.Profile = ProfileLocal
+	cfg.CompactMeta = compactMode
 	cfg.SecretKey = key
 	cfg.Meta = Meta{ID: id, CPUs: 1, OS: "linux", Labels: map[string]string{"zone": "z1"}}
 	cfg.Tune = fastTimers
@@ -282,6 +283,7 @@ func TestPartitionHeals(t *testing.T) {
 		cfg.BindAddr = "127.0.0.1"
 		cfg.BindPort = 0
 		cfg.Profile = ProfileLocal
+		cfg.CompactMeta = compactMode
 		cfg.Meta = Meta{ID: uuid.New()}
 		cfg.Tune = func(c *memberlist.Config) {
 			fastTimers(c)

@@ -37,6 +37,8 @@ type counters struct {
 	pushPulls   atomic.Uint64
 	health      atomic.Int64
 	rejected    atomic.Uint64
+
+	recordRequests atomic.Uint64
 }
 
 func installRouter() {
@@ -142,6 +144,10 @@ type Stats struct {
 	TCPMessagesSent, TCPBytesSent, TCPBytesReceived            uint64
 	RejectedNodes                                              uint64
 	HealthScore                                                int64
+	// Compact metadata: records asked of members directly, and live
+	// members whose record has not arrived.
+	RecordRequests uint64
+	PendingMembers int
 }
 
 func (c *counters) snapshot() Stats {
@@ -150,7 +156,7 @@ func (c *counters) snapshot() Stats {
 		AliveMessages: c.aliveMsgs.Load(), PushPulls: c.pushPulls.Load(),
 		UDPMessagesSent: c.udpSentMsgs.Load(), UDPBytesSent: c.udpSent.Load(), UDPBytesReceived: c.udpRecv.Load(),
 		TCPMessagesSent: c.tcpSentMsgs.Load(), TCPBytesSent: c.tcpSent.Load(), TCPBytesReceived: c.tcpRecv.Load(),
-		RejectedNodes: c.rejected.Load(), HealthScore: c.health.Load(),
+		RejectedNodes: c.rejected.Load(), HealthScore: c.health.Load(), RecordRequests: c.recordRequests.Load(),
 	}
 }
 
@@ -161,6 +167,7 @@ type collector struct {
 	members, health                          *prometheus.Desc
 	probes, suspicions, deadMsgs, pushPulls  *prometheus.Desc
 	msgsSent, bytesSent, bytesRecv, rejected *prometheus.Desc
+	recordRequests, pending                  *prometheus.Desc
 }
 
 // Collector returns a prometheus.Collector for this instance's gossip metrics.
@@ -180,11 +187,14 @@ func (g *Gossip) Collector() prometheus.Collector {
 		bytesSent:  d("bytes_sent_total", "Gossip bytes sent.", "proto"),
 		bytesRecv:  d("bytes_received_total", "Gossip bytes received.", "proto"),
 		rejected:   d("rejected_nodes_total", "Alive or merge messages refused: bad metadata, duplicate node IDs or names."),
+		recordRequests: d("record_requests_total",
+			"Compact metadata: members this node asked for their record because it had not arrived by gossip."),
+		pending: d("pending_members", "Compact metadata: live members whose record this node has not received yet (not listed until it arrives)."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.members, c.health, c.probes, c.suspicions, c.deadMsgs, c.pushPulls, c.msgsSent, c.bytesSent, c.bytesRecv, c.rejected} {
+	for _, d := range []*prometheus.Desc{c.members, c.health, c.probes, c.suspicions, c.deadMsgs, c.pushPulls, c.msgsSent, c.bytesSent, c.bytesRecv, c.rejected, c.recordRequests, c.pending} {
 		ch <- d
 	}
 }
@@ -210,6 +220,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.bytesRecv, prometheus.CounterValue, float64(st.UDPBytesReceived), "udp")
 	ch <- prometheus.MustNewConstMetric(c.bytesRecv, prometheus.CounterValue, float64(st.TCPBytesReceived), "tcp")
 	ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(st.RejectedNodes))
+	ch <- prometheus.MustNewConstMetric(c.recordRequests, prometheus.CounterValue, float64(st.RecordRequests))
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.PendingMembers))
 }
 
 // Instrument routes the metrics of a memberlist that Colony does not wrap
