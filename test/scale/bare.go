@@ -27,29 +27,60 @@ func newBareCluster(o *Options, n int) *bareCluster { return &bareCluster{o: o, 
 
 func (c *bareCluster) size() int { return c.n }
 
-func (c *bareCluster) start(ctx context.Context) error {
-	c.nodes = make([]*memberlist.Memberlist, c.n)
-	c.stats = make([]func() gossip.Stats, c.n)
-	c.drops = make([]func(), c.n)
-	seed := addr(c.o.BareNet, c.o.Base, 0) + ":7946"
-	startOne := func(i int) error {
-		mc, err := gossip.MemberlistConfig(c.o.Profile)
-		if err != nil {
+// create makes every memberlist node before the clock starts
+// (Options.CreateFirst).
+func (c *bareCluster) create(ctx context.Context) error {
+	c.alloc()
+	for i := range c.n {
+		if err := c.createOne(i); err != nil {
 			return err
 		}
-		mc.Name = fmt.Sprintf("b%05d", i)
-		mc.BindAddr = addr(c.o.BareNet, c.o.Base, i)
-		mc.BindPort = 7946
-		mc.AdvertisePort = 7946
-		mc.Logger = log.New(io.Discard, "", 0)
-		c.stats[i], c.drops[i] = gossip.Instrument(mc)
-		ml, err := memberlist.Create(mc)
-		if err != nil {
-			return fmt.Errorf("memberlist %d: %w", i, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		c.nodes[i] = ml
+	}
+	return nil
+}
+
+func (c *bareCluster) alloc() {
+	if c.nodes == nil {
+		c.nodes = make([]*memberlist.Memberlist, c.n)
+		c.stats = make([]func() gossip.Stats, c.n)
+		c.drops = make([]func(), c.n)
+	}
+}
+
+// createOne makes node i (memberlist.Create: sockets, timers).
+func (c *bareCluster) createOne(i int) error {
+	mc, err := gossip.MemberlistConfig(c.o.Profile)
+	if err != nil {
+		return err
+	}
+	mc.Name = fmt.Sprintf("b%05d", i)
+	mc.BindAddr = addr(c.o.BareNet, c.o.Base, i)
+	mc.BindPort = 7946
+	mc.AdvertisePort = 7946
+	mc.Logger = log.New(io.Discard, "", 0)
+	c.stats[i], c.drops[i] = gossip.Instrument(mc)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("memberlist %d: %w", i, err)
+	}
+	c.nodes[i] = ml
+	return nil
+}
+
+func (c *bareCluster) start(ctx context.Context) error {
+	c.alloc()
+	seed := addr(c.o.BareNet, c.o.Base, 0) + ":7946"
+	startOne := func(i int) error {
+		if c.nodes[i] == nil {
+			if err := c.createOne(i); err != nil {
+				return err
+			}
+		}
 		if i > 0 {
-			if _, err := ml.Join([]string{seed}); err != nil {
+			if _, err := c.nodes[i].Join([]string{seed}); err != nil {
 				return fmt.Errorf("memberlist %d: join: %w", i, err)
 			}
 		}
@@ -82,6 +113,7 @@ func (c *bareCluster) converged(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+func (c *bareCluster) view(context.Context) (bool, error)   { return false, errNotApplicable }
 func (c *bareCluster) leader(context.Context) (bool, error) { return false, errNotApplicable }
 func (c *bareCluster) plan(context.Context) (bool, error)   { return false, errNotApplicable }
 func (c *bareCluster) deploy(context.Context) error         { return errNotApplicable }

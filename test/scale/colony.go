@@ -58,7 +58,11 @@ func (c *colonyCluster) config(i int) agent.Config {
 	return cfg
 }
 
-func (c *colonyCluster) start(ctx context.Context) error {
+// prepare makes the run's data and log files, once.
+func (c *colonyCluster) prepare() error {
+	if c.dir != "" {
+		return nil
+	}
 	var err error
 	if c.dir, err = os.MkdirTemp("", "colony-scale-"); err != nil {
 		return err
@@ -70,14 +74,51 @@ func (c *colonyCluster) start(ctx context.Context) error {
 		return err
 	}
 	c.agents = make([]*agent.Agent, c.n)
-	startOne := func(i int) error {
-		a, err := agent.New(c.config(i))
-		if err != nil {
-			return fmt.Errorf("agent %d: %w", i, err)
+	return nil
+}
+
+// newAgent builds agent i (agent.New: data dir, listeners, gossip).
+func (c *colonyCluster) newAgent(i int) error {
+	a, err := agent.New(c.config(i))
+	if err != nil {
+		return fmt.Errorf("agent %d: %w", i, err)
+	}
+	c.mu.Lock()
+	c.agents[i] = a
+	c.mu.Unlock()
+	return nil
+}
+
+// create builds every agent before the clock starts (Options.CreateFirst).
+func (c *colonyCluster) create(ctx context.Context) error {
+	if err := c.prepare(); err != nil {
+		return err
+	}
+	for i := range c.n {
+		if err := c.newAgent(i); err != nil {
+			return err
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (c *colonyCluster) start(ctx context.Context) error {
+	if err := c.prepare(); err != nil {
+		return err
+	}
+	startOne := func(i int) error {
 		c.mu.Lock()
-		c.agents[i] = a
+		a := c.agents[i]
 		c.mu.Unlock()
+		if a == nil {
+			if err := c.newAgent(i); err != nil {
+				return err
+			}
+			a = c.agents[i]
+		}
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute+c.o.JoinJitter)
 		defer cancel()
 		if err := a.Start(sctx); err != nil {
@@ -121,6 +162,15 @@ func (c *colonyCluster) converged(ctx context.Context) (bool, error) {
 	for _, a := range c.agents {
 		if k := a.Gossip().NumAlive(); k != c.n {
 			return false, fmt.Errorf("%s sees %d of %d", a.Name(), k, c.n)
+		}
+	}
+	return true, nil
+}
+
+func (c *colonyCluster) view(ctx context.Context) (bool, error) {
+	for _, a := range c.agents {
+		if k := a.Gossip().NumKnown(); k != c.n {
+			return false, fmt.Errorf("%s lists %d of %d", a.Name(), k, c.n)
 		}
 	}
 	return true, nil

@@ -123,6 +123,9 @@ func (c *procCluster) converged(ctx context.Context) (bool, error) {
 	return bad == nil, bad
 }
 
+// view: converged already reads every node's view through the API.
+func (c *procCluster) view(ctx context.Context) (bool, error) { return c.converged(ctx) }
+
 // scrape reads the counters this harness needs from one agent's /metrics.
 func (c *procCluster) scrape(ctx context.Context, addr string) (bytes, suspicions, dead uint64, err error) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/metrics", nil)

@@ -19,7 +19,7 @@ import (
 
 var csvHeader = []string{"mode", "profile", "n", "converge_s", "leader_s", "plan_s", "deploy_s", "join_s",
 	"cpu_pct_per_node", "gossip_bytes_per_s_per_node", "mem_mb_per_node", "goroutines_per_node",
-	"suspicions_per_min", "join_suspicions", "false_dead", "not_alive", "peak_rss_mb", "error", "converge_cpu_s"}
+	"suspicions_per_min", "join_suspicions", "false_dead", "not_alive", "peak_rss_mb", "error", "converge_cpu_s", "view_s"}
 
 func dsec(d time.Duration) string {
 	if d < 0 {
@@ -32,7 +32,7 @@ func (r Result) row() []string {
 	f := func(v float64, prec int) string { return strconv.FormatFloat(v, 'f', prec, 64) }
 	return []string{r.Mode, r.Profile, strconv.Itoa(r.N), dsec(r.Converge), dsec(r.Leader), dsec(r.Plan), dsec(r.Deploy), dsec(r.JoinTime),
 		f(r.CPUPercent, 3), f(r.BytesPerSec, 0), f(r.MemPerNode/1e6, 2), f(r.Goroutines, 1),
-		f(r.Suspicions, 2), f(r.JoinSuspects, 1), f(r.FalseDead, 1), strconv.Itoa(r.NotAlive), f(float64(r.PeakRSS)/1e6, 0), r.Err, dsec(r.ConvCPU)}
+		f(r.Suspicions, 2), f(r.JoinSuspects, 1), f(r.FalseDead, 1), strconv.Itoa(r.NotAlive), f(float64(r.PeakRSS)/1e6, 0), r.Err, dsec(r.ConvCPU), dsec(r.View)}
 }
 
 func parseSec(s string) time.Duration {
@@ -47,7 +47,7 @@ func fromRow(rec []string) (Result, bool) {
 	if len(rec) < 18 || rec[0] == "mode" {
 		return Result{}, false
 	}
-	rec = append(rec, "") // rows written before converge_cpu_s
+	rec = append(rec, "", "") // rows written before converge_cpu_s and view_s
 
 	fl := func(s string) float64 { v, _ := strconv.ParseFloat(s, 64); return v }
 	n, _ := strconv.Atoi(rec[2])
@@ -55,7 +55,7 @@ func fromRow(rec []string) (Result, bool) {
 	return Result{Mode: rec[0], Profile: rec[1], N: n, Converge: parseSec(rec[3]), Leader: parseSec(rec[4]), Plan: parseSec(rec[5]),
 		Deploy: parseSec(rec[6]), JoinTime: parseSec(rec[7]), CPUPercent: fl(rec[8]), BytesPerSec: fl(rec[9]), MemPerNode: fl(rec[10]) * 1e6,
 		Goroutines: fl(rec[11]), Suspicions: fl(rec[12]), JoinSuspects: fl(rec[13]), FalseDead: fl(rec[14]), NotAlive: na,
-		PeakRSS: uint64(fl(rec[16]) * 1e6), Err: rec[17], ConvCPU: parseSec(rec[18])}, true
+		PeakRSS: uint64(fl(rec[16]) * 1e6), Err: rec[17], ConvCPU: parseSec(rec[18]), View: parseSec(rec[19])}, true
 }
 
 // Write merges results into dir/results.csv (a new run of the same mode,
@@ -162,8 +162,8 @@ func mergeCSV[T any](path string, header []string, add []T, parse func([]string)
 // Markdown renders the table, with Colony/bare ratios where both ran.
 func Markdown(rs []Result) string {
 	var b strings.Builder
-	b.WriteString("| mode | profile | N | converge | leader+voters | plan | 1 instance/node | CPU-s to converge | CPU %/node | gossip B/s/node | MB/node | suspicions/min | false dead | peak RSS MB | note |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| mode | profile | N | converge | view | leader+voters | plan | 1 instance/node | CPU-s to converge | CPU %/node | gossip B/s/node | MB/node | suspicions/min | false dead | peak RSS MB | note |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	bare := map[string]Result{}
 	for _, r := range rs {
 		if r.Mode == ModeBare {
@@ -174,6 +174,9 @@ func Markdown(rs []Result) string {
 		note := r.Err
 		if br, ok := bare[fmt.Sprintf("%s/%d", r.Profile, r.N)]; ok && r.Mode != ModeBare && br.Converge > 0 && r.Converge > 0 {
 			ratio := fmt.Sprintf("converge %.2f× bare", r.Converge.Seconds()/br.Converge.Seconds())
+			if r.View > 0 {
+				ratio += fmt.Sprintf(", view %.2f×", r.View.Seconds()/br.Converge.Seconds())
+			}
 			if br.CPUPercent > 0 {
 				ratio += fmt.Sprintf(", CPU %.1f×", r.CPUPercent/br.CPUPercent)
 			}
@@ -182,8 +185,8 @@ func Markdown(rs []Result) string {
 			}
 			note = strings.TrimPrefix(note+"; "+ratio, "; ")
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %.2f | %.0f | %.2f | %.2f | %.0f | %.0f | %s |\n",
-			r.Mode, r.Profile, r.N, secs(r.Converge), secs(r.Leader), secs(r.Plan), secs(r.Deploy), secs(r.ConvCPU),
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %.2f | %.0f | %.2f | %.2f | %.0f | %.0f | %s |\n",
+			r.Mode, r.Profile, r.N, secs(r.Converge), secs(r.View), secs(r.Leader), secs(r.Plan), secs(r.Deploy), secs(r.ConvCPU),
 			r.CPUPercent, r.BytesPerSec, r.MemPerNode/1e6, r.Suspicions, r.FalseDead, float64(r.PeakRSS)/1e6, note)
 	}
 	return b.String()
@@ -201,6 +204,7 @@ func timeFig(file, title string, get func(Result) time.Duration) figure {
 
 var figures = []figure{
 	timeFig("converge.svg", "Time to full membership convergence", func(r Result) time.Duration { return r.Converge }),
+	timeFig("view.svg", "Time until every node lists every member with its metadata", func(r Result) time.Duration { return r.View }),
 	timeFig("leader.svg", "Time to leader and voters", func(r Result) time.Duration { return r.Leader }),
 	timeFig("plan.svg", "Time to a complete monitoring plan", func(r Result) time.Duration { return r.Plan }),
 	timeFig("deploy.svg", "Time to one instance running per node", func(r Result) time.Duration { return r.Deploy }),

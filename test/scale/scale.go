@@ -59,6 +59,13 @@ type Options struct {
 	// random time up to JoinJitter before joining the seed. Results are
 	// labelled with the profile plus "+jitter".
 	JoinJitter time.Duration
+	// CreateFirst builds every node (agent.New, memberlist.Create: data
+	// dir, sockets) before the clock starts, in every mode, so that the
+	// times measure joining and spreading alone. One machine otherwise
+	// builds the nodes one after the other inside the timed loop, a cost a
+	// fleet, each machine building its own, pays in parallel. Results are
+	// labelled with the profile plus "+created".
+	CreateFirst bool
 	// Settle is the wait between convergence and the steady-state window;
 	// Steady is the window's length.
 	Settle, Steady time.Duration
@@ -104,6 +111,9 @@ type Result struct {
 	// node (and every node follows it), one instance runs on every node.
 	// Negative: not reached (or not measured).
 	Converge, Leader, Plan, Deploy time.Duration
+	// View is the time until every node's Colony view (what the API and
+	// the CLI list) holds all N members alive with their metadata.
+	View time.Duration
 	// JoinTime is how long starting and joining all N nodes took.
 	JoinTime time.Duration
 	// ConvCPU is the CPU time all nodes used from the start until
@@ -166,8 +176,8 @@ func Run(ctx context.Context, o Options) []Result {
 }
 
 func (r Result) summary() string {
-	return fmt.Sprintf("%s N=%d: converge %s leader %s plan %s deploy %s | cpu %.2f%%/node, %.0f B/s/node, mem %.1f MB/node, suspicions %.2f/min (join %.0f), false dead %.0f, not alive %d, peak RSS %.0f MB",
-		r.Mode, r.N, secs(r.Converge), secs(r.Leader), secs(r.Plan), secs(r.Deploy), r.CPUPercent, r.BytesPerSec, r.MemPerNode/1e6, r.Suspicions, r.JoinSuspects, r.FalseDead, r.NotAlive, float64(r.PeakRSS)/1e6)
+	return fmt.Sprintf("%s N=%d: converge %s view %s leader %s plan %s deploy %s | cpu %.2f%%/node, %.0f B/s/node, mem %.1f MB/node, suspicions %.2f/min (join %.0f), false dead %.0f, not alive %d, peak RSS %.0f MB",
+		r.Mode, r.N, secs(r.Converge), secs(r.View), secs(r.Leader), secs(r.Plan), secs(r.Deploy), r.CPUPercent, r.BytesPerSec, r.MemPerNode/1e6, r.Suspicions, r.JoinSuspects, r.FalseDead, r.NotAlive, float64(r.PeakRSS)/1e6)
 }
 
 func secs(d time.Duration) string {
@@ -183,6 +193,10 @@ type cluster interface {
 	start(ctx context.Context) error
 	// converged reports whether every node sees all N members alive.
 	converged(ctx context.Context) (bool, error)
+	// view reports whether every node's Colony view lists all N members
+	// alive with their metadata (a member gossiping compact metadata is
+	// listed once its record arrives; bare memberlist: errNotApplicable).
+	view(ctx context.Context) (bool, error)
 	// leader, plan, deploy and running probe the Colony phases (bare
 	// memberlist has none of them: it returns errNotApplicable).
 	leader(ctx context.Context) (bool, error)
@@ -223,9 +237,12 @@ func (s *counters) addProcess() {
 }
 
 func runOne(ctx context.Context, o *Options, mode string, n int) Result {
-	r := Result{Mode: mode, Profile: o.Profile, N: n, Converge: -1, Leader: -1, Plan: -1, Deploy: -1}
+	r := Result{Mode: mode, Profile: o.Profile, N: n, Converge: -1, View: -1, Leader: -1, Plan: -1, Deploy: -1}
 	if o.JoinJitter > 0 && mode == ModeColony {
 		r.Profile += "+jitter" + o.JoinJitter.String()
+	}
+	if o.CreateFirst && mode != ModeProcs {
+		r.Profile += "+created"
 	}
 	var c cluster
 	switch mode {
@@ -240,18 +257,25 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 		return r
 	}
 	defer c.stop()
+	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	if cr, ok := c.(interface{ create(context.Context) error }); ok && o.CreateFirst {
+		if err := cr.create(sctx); err != nil {
+			r.Err = err.Error()
+			return r
+		}
+		o.logf("%s: %d nodes created", mode, n)
+	}
 	resetPeakRSS()
 	base, _ := c.sample(ctx)
 	t0 := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
 	if err := c.start(sctx); err != nil {
 		r.Err = err.Error()
 		return r
 	}
 	r.JoinTime = time.Since(t0)
 	o.logf("%s: %d nodes started and joined in %s", mode, n, secs(r.JoinTime))
-	r.Converge, r.Leader, r.Plan, r.Deploy, r.ConvCPU = phases(ctx, o, c, mode, t0)
+	r.Converge, r.View, r.Leader, r.Plan, r.Deploy, r.ConvCPU = phases(ctx, o, c, mode, t0)
 	if r.ConvCPU > 0 {
 		r.ConvCPU -= base.cpu
 	}
@@ -295,8 +319,8 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 
 // phases polls the cluster until every phase is reached or the timeout
 // passes, and returns each phase's time since t0 (-1: not reached).
-func phases(ctx context.Context, o *Options, c cluster, mode string, t0 time.Time) (conv, lead, plan, dep, convCPU time.Duration) {
-	conv, lead, plan, dep = -1, -1, -1, -1
+func phases(ctx context.Context, o *Options, c cluster, mode string, t0 time.Time) (conv, view, lead, plan, dep, convCPU time.Duration) {
+	conv, view, lead, plan, dep = -1, -1, -1, -1, -1
 	colony := mode != ModeBare
 	deployed := false
 	interval := 250 * time.Millisecond
@@ -314,6 +338,12 @@ func phases(ctx context.Context, o *Options, c cluster, mode string, t0 time.Tim
 			} else if err != nil && time.Since(lastLog) > 10*time.Second {
 				o.logf("%s: not converged: %v", mode, err)
 				lastLog = time.Now()
+			}
+		}
+		if colony && conv >= 0 && view < 0 {
+			if ok, _ := c.view(pctx); ok {
+				view = time.Since(t0)
+				o.logf("%s: every node lists all members with their metadata at %s", mode, secs(view))
 			}
 		}
 		if colony && lead < 0 {
@@ -346,7 +376,7 @@ func phases(ctx context.Context, o *Options, c cluster, mode string, t0 time.Tim
 			}
 		}
 		cancel()
-		done := conv >= 0 && (!colony || (lead >= 0 && plan >= 0 && (!o.Deploy || dep >= 0)))
+		done := conv >= 0 && (!colony || (view >= 0 && lead >= 0 && plan >= 0 && (!o.Deploy || dep >= 0)))
 		if done {
 			return
 		}

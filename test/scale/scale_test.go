@@ -38,7 +38,7 @@ func TestHarnessSmall(t *testing.T) {
 		if r.Err != "" || r.Converge < 0 {
 			t.Errorf("%s N=%d: %s (converge %s)", r.Mode, r.N, r.Err, r.Converge)
 		}
-		if r.Mode != ModeBare && (r.Leader < 0 || r.Plan < 0 || r.Deploy < 0) {
+		if r.Mode != ModeBare && (r.Leader < 0 || r.Plan < 0 || r.Deploy < 0 || r.View < 0) {
 			t.Errorf("%s N=%d: a phase was not reached: %s", r.Mode, r.N, r.summary())
 		}
 		if r.FalseDead > 0 || r.NotAlive > 0 {
@@ -86,6 +86,37 @@ func TestHarnessSmall(t *testing.T) {
 	}
 	if ms := MonitorResults(o.Out); len(ms) != 3 || !strings.Contains(MonitorMarkdown(ms), "| flat |") {
 		t.Errorf("monitor.csv holds %d rows, want 3", len(ms))
+	}
+}
+
+// TestHarnessDenseCreateFirst: on the dense profile (compact metadata)
+// with every node built before the clock starts, 20 agents and 20 bare
+// nodes converge, every agent's view lists all 20 with their metadata,
+// and the rows are labelled for what they measured.
+func TestHarnessDenseCreateFirst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 40 nodes")
+	}
+	o := DefaultOptions()
+	o.N, o.Modes, o.Profile, o.CreateFirst = []int{20}, []string{ModeBare, ModeColony}, "dense", true
+	o.Base = 110 // 127.2.110.x, 127.3.110.x
+	o.Settle, o.Steady, o.Pause, o.Timeout = time.Second, 2*time.Second, 500*time.Millisecond, 90*time.Second
+	o.Deploy, o.Monitor = false, false
+	o.Out = t.TempDir()
+	o.Log = testWriter{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	results := Run(ctx, o)
+	if len(results) != 2 {
+		t.Fatalf("%d results, want 2", len(results))
+	}
+	for _, r := range results {
+		if r.Err != "" || r.Converge < 0 || r.Profile != "dense+created" || r.FalseDead > 0 || r.NotAlive > 0 {
+			t.Errorf("%s (%s): %s", r.Mode, r.Profile, r.summary())
+		}
+		if r.Mode == ModeColony && (r.View < 0 || r.Leader < 0 || r.Plan < 0) {
+			t.Errorf("colony: a phase was not reached: %s", r.summary())
+		}
 	}
 }
 

@@ -40,6 +40,7 @@ func run() error {
 	flag.IntVar(&o.ProcsMax, "procs-max", o.ProcsMax, "largest N run in process mode")
 	flag.IntVar(&o.JoinParallel, "join-parallel", o.JoinParallel, "nodes joining at the same time (1: one by one)")
 	flag.DurationVar(&o.JoinJitter, "join-jitter", 0, "colony mode: start every agent at once with --join-jitter set to this (a fleet booting together)")
+	flag.BoolVar(&o.CreateFirst, "create-first", false, "bare and colony modes: build every node (data dir, sockets) before the clock starts, then join them; times then measure joining and spreading alone (results labelled PROFILE+created)")
 	flag.DurationVar(&o.Settle, "settle", o.Settle, "wait after the phases before measuring steady state")
 	flag.DurationVar(&o.Steady, "steady", o.Steady, "steady-state measurement window")
 	flag.DurationVar(&o.Timeout, "timeout", o.Timeout, "give up waiting for the phases after this")
