@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -58,7 +59,15 @@ func run() error {
 	pprofAddr := flag.String("pprof-addr", "", "serve net/http/pprof here while running (e.g. 127.0.0.1:6060): goroutine dumps of a stalled run")
 	contention := flag.Int("contention-rate", 0, "with -pprof-addr: sample 1 in this many mutex contentions, and blocking events of at least this many ns (0: off)")
 	reportOnly := flag.Bool("report", false, "run nothing: rewrite results.md and the plots from OUT/results.csv")
+	gcPercent := flag.Int("gogc", 0, "garbage collection target of this process, as GOGC (0: GOGC or Go's default of 100); every agent here shares one heap, where on its own machine each would have its own small one")
+	memLimit := flag.Int64("memlimit-mb", 0, "soft memory limit of this process in MB, as GOMEMLIMIT (0: GOMEMLIMIT or none): with a high -gogc, collect sooner rather than exhaust the machine")
 	flag.Parse()
+	if *gcPercent != 0 {
+		debug.SetGCPercent(*gcPercent)
+	}
+	if *memLimit > 0 {
+		debug.SetMemoryLimit(*memLimit << 20)
+	}
 	if *reportOnly {
 		merged, err := scale.Write(o.Out, nil)
 		if err != nil {
