@@ -30,8 +30,11 @@ type api struct {
 
 func newAPI(addrs []string) *api {
 	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: 1, MaxIdleConns: 4096, IdleConnTimeout: 30 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		// Few idle connections: in colony mode both ends of each one are
+		// file descriptors of this process, whose hard limit (20,000 here)
+		// 1,000 agents with their instances already all but fill.
+		MaxIdleConnsPerHost: 1, MaxIdleConns: 64, IdleConnTimeout: 30 * time.Second,
 	}
 	return &api{addrs: addrs, client: &http.Client{Timeout: 20 * time.Second, Transport: tr}}
 }
