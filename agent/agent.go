@@ -70,6 +70,7 @@ type Agent struct {
 
 	httpClient     *http.Client // agent-to-agent calls (forwarding, voter management)
 	blockingClient *http.Client // the same, without a timeout: for blocking queries
+	pollVoterName  atomic.Value // string: the voter blocking queries go to (pollVoter)
 	runner         *workload.Runner
 
 	raftMu        sync.Mutex
