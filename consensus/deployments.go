@@ -95,6 +95,15 @@ func (s *State) NodePlacements(nodeID string) ([]placement.Placement, uint64) {
 	return out, max(s.work.nodeIndex[nodeID], 1)
 }
 
+// NodeIndex returns the index of the last change to a node's placements
+// (at least 1), the index NodePlacements answers with, without building
+// them: a blocking query wakes at every Raft apply and reads this first.
+func (s *State) NodeIndex(nodeID string) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return max(s.work.nodeIndex[nodeID], 1)
+}
+
 // Pending returns the pending instances per deployment.
 func (s *State) Pending() (map[string]placement.Pending, uint64) {
 	s.mu.RLock()

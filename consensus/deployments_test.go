@@ -62,6 +62,10 @@ func TestDeploymentCommands(t *testing.T) {
 	if _, idx := f.State().NodePlacements("n2"); idx != 1 {
 		t.Fatalf("an untouched node's index is %d, want 1", idx)
 	}
+	// NodeIndex is NodePlacements' index, without the placements.
+	if a, b := f.State().NodeIndex("n1"), f.State().NodeIndex("n2"); a != 4 || b != 1 {
+		t.Fatalf("node indexes %d and %d, want 4 and 1", a, b)
+	}
 
 	// Snapshot and restore keep everything.
 	snap, err := f.Snapshot()
