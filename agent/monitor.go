@@ -776,14 +776,17 @@ func (a *Agent) handleSummary(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleMonitorPlan(w http.ResponseWriter, r *http.Request) {
-	var at uint64
+	var at, idx uint64
 	raw, ok := blockingRead(a, w, r, func(st *consensus.State) (json.RawMessage, uint64) {
-		p, planAt, idx := st.MonitorPlan()
-		at = planAt
-		return p, idx
+		p, planAt, i := st.MonitorPlan()
+		at, idx = planAt, i
+		return p, i
 	})
 	if !ok {
 		return
+	}
+	if minIdx, _, _ := blockingParams(r); minIdx > 0 && idx > minIdx {
+		a.spreadPlanWakeup(r.Context())
 	}
 	if len(raw) == 0 {
 		raw = json.RawMessage("null")
@@ -803,6 +806,32 @@ func (a *Agent) handleMonitorPlan(w http.ResponseWriter, r *http.Request) {
 // gzipped to clients that accept it (Go's HTTP client, so every agent,
 // asks for gzip and inflates transparently): about 1,000 nodes.
 const gzipPlanMin = 64 << 10
+
+// planWakeupSpread is how long, per member, a voter spreads the answers to
+// the blocking plan queries that a new plan wakes, capped at
+// planWakeupSpreadMax. Every node follows the plan, so a commit woke them
+// all at once, and each decoded the whole plan (~80 bytes a node): at 1,000
+// agents on one machine that burst (~3 CPU-seconds) starved gossip probes
+// long enough to start suspicion storms. 2 ms a member spreads 1,000
+// answers over 2 s; nodes follow a new plan within that much more.
+const (
+	planWakeupSpread    = 2 * time.Millisecond
+	planWakeupSpreadMax = 5 * time.Second
+)
+
+// spreadPlanWakeup waits a random part of the plan wake-up spread.
+func (a *Agent) spreadPlanWakeup(ctx context.Context) {
+	spread := min(time.Duration(a.gossip.NumAlive())*planWakeupSpread, planWakeupSpreadMax)
+	if spread <= 0 {
+		return
+	}
+	t := time.NewTimer(rand.N(spread))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
 
 // gzipPlan returns the plan committed at index at, gzipped, compressing it
 // once per plan: after each change every node fetches the plan (0.8 MB at

@@ -172,6 +172,12 @@ func (a *Agent) voterLongPoll(path string, q url.Values, index uint64, wait time
 // are nodes (1,900 on one voter at 1,000 nodes); sticking to one spreads
 // them 2N/voters.
 func (a *Agent) pollVoter() (gossip.Member, error) {
+	// The usual case, without listing every member (O(N) per poll).
+	if name, _ := a.pollVoterName.Load().(string); name != "" {
+		if v, ok := a.gossip.MemberByName(name); ok && (v.Status == gossip.StatusAlive || v.Status == gossip.StatusSuspect) && v.Meta.Roles&gossip.RoleVoter != 0 {
+			return v, nil
+		}
+	}
 	vs := a.voterMembers()
 	if len(vs) == 0 {
 		return gossip.Member{}, errors.New("no voter known yet")
