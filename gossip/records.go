@@ -25,11 +25,13 @@ import (
 // messages: the first 6 bytes of its node ID, enough for the identity
 // checks, and a checksum of its full metadata. The full metadata
 // (a record) travels separately: in push/pull syncs (so a joiner learns
-// every record from its seed, and the seed the joiner's), and as Colony
-// broadcasts that fill the room alive messages leave in gossip packets,
-// re-gossiped by every node that learns one, like alive messages. A member
-// whose stub has no matching record yet is pending: memberlist counts it,
-// Colony's view lists it once its record arrives.
+// every record from its seed, and the seed gossips the joiner's on), and
+// as Colony broadcasts that fill the room memberlist's messages leave in
+// gossip packets, passed on by every node that learns one as news (a third
+// as many sends as memberlist's). A member whose stub has no matching
+// record yet is pending: memberlist counts it, Colony's view lists it once
+// its record arrives, and one pending for two repair rounds is asked for
+// its record directly (repairLoop).
 //
 // Every node reads stubs and records whatever its own mode, so nodes of
 // this release can switch to compact mode by a rolling restart.
