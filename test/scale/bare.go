@@ -31,15 +31,7 @@ func (c *bareCluster) size() int { return c.n }
 // (Options.CreateFirst).
 func (c *bareCluster) create(ctx context.Context) error {
 	c.alloc()
-	for i := range c.n {
-		if err := c.createOne(i); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	return nil
+	return inTurn(ctx, c.n, c.createOne)
 }
 
 func (c *bareCluster) alloc() {

@@ -94,15 +94,7 @@ func (c *colonyCluster) create(ctx context.Context) error {
 	if err := c.prepare(); err != nil {
 		return err
 	}
-	for i := range c.n {
-		if err := c.newAgent(i); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	return nil
+	return inTurn(ctx, c.n, c.newAgent)
 }
 
 func (c *colonyCluster) start(ctx context.Context) error {

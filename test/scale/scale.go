@@ -442,6 +442,20 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// inTurn runs f(i) for i in [0,n) one after the other, stopping at the
+// first error or when ctx ends.
+func inTurn(ctx context.Context, n int, f func(int) error) error {
+	for i := range n {
+		if err := f(i); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // forEach runs f(i) for i in [0,n) with at most par at a time.
 func forEach(n, par int, f func(i int)) {
 	var wg sync.WaitGroup

@@ -19,15 +19,11 @@ func TestHarnessSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 45 nodes")
 	}
-	o := DefaultOptions()
+	o := testOptions(t, 100) // 127.2.100.x, 127.3.100.x; processes on 127.2.250.x
 	o.N = []int{5, 20}
 	o.ProcsMax = 5
-	o.Base = 100 // 127.2.100.x, 127.3.100.x; processes on 127.2.250.x
-	o.Settle, o.Steady, o.Pause, o.Timeout = time.Second, 3*time.Second, 500*time.Millisecond, 90*time.Second
 	o.MonitorK, o.MonitorInterval, o.MonitorWindow = []int{5}, 200*time.Millisecond, time.Second
 	o.Binary = harness.Binary(t)
-	o.Out = t.TempDir()
-	o.Log = testWriter{t}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	results := Run(ctx, o)
@@ -97,13 +93,9 @@ func TestHarnessDenseCreateFirst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 40 nodes")
 	}
-	o := DefaultOptions()
+	o := testOptions(t, 110) // 127.2.110.x, 127.3.110.x
 	o.N, o.Modes, o.Profile, o.CreateFirst = []int{20}, []string{ModeBare, ModeColony}, "dense", true
-	o.Base = 110 // 127.2.110.x, 127.3.110.x
-	o.Settle, o.Steady, o.Pause, o.Timeout = time.Second, 2*time.Second, 500*time.Millisecond, 90*time.Second
 	o.Deploy, o.Monitor = false, false
-	o.Out = t.TempDir()
-	o.Log = testWriter{t}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	results := Run(ctx, o)
@@ -118,6 +110,17 @@ func TestHarnessDenseCreateFirst(t *testing.T) {
 			t.Errorf("colony: a phase was not reached: %s", r.summary())
 		}
 	}
+}
+
+// testOptions are short harness runs for tests, on 127.2.base.x and
+// 127.3.base.x, writing to a temporary directory and the test log.
+func testOptions(t *testing.T, base int) Options {
+	o := DefaultOptions()
+	o.Base = base
+	o.Settle, o.Steady, o.Pause, o.Timeout = time.Second, 3*time.Second, 500*time.Millisecond, 90*time.Second
+	o.Out = t.TempDir()
+	o.Log = testWriter{t}
+	return o
 }
 
 type testWriter struct{ t *testing.T }
