@@ -188,19 +188,17 @@ func (d *delegate) record(n *memberlist.Node, st Status) {
 	g.mu.Lock()
 	prev, known := g.members[n.Name]
 	meta, full, err := g.metaFor(n.Name, n.Meta)
-	if err == errPending {
-		// A stub whose record has not arrived: listed once it does.
-		if st == StatusAlive {
-			g.setPending(n, st)
-		} else {
-			g.dropPending(n.Name)
-		}
-		g.numNodes.Store(int64(len(g.members) + len(g.pending)))
-	} else if err == nil {
+	raw := append([]byte(nil), n.Meta...)
+	switch {
+	case err == nil:
 		g.dropPending(n.Name)
 		delete(g.early, n.Name)
+	case err == errPending && st == StatusAlive:
+		// A stub whose record has not arrived: listed once it does.
+		g.setPending(n, st)
+	case err == errPending:
+		g.dropPending(n.Name)
 	}
-	raw := append([]byte(nil), n.Meta...)
 	if err != nil {
 		// NotifyAlive refuses undecodable metadata, so this is a known
 		// member with new metadata not decoded yet, or a pending one: keep
@@ -211,17 +209,22 @@ func (d *delegate) record(n *memberlist.Node, st Status) {
 		}
 		meta, raw, full = &prev.Meta, prev.raw, prev.full
 	}
-	m := &Member{Name: n.Name, Addr: append([]byte(nil), n.Addr...), Port: n.Port, Status: st, Since: time.Now(), Meta: *meta, raw: raw, full: full}
-	if !isStub(raw) {
-		m.full = raw
-	}
-	if known && prev.Status == st {
+	g.listAndUnlock(&Member{Name: n.Name, Addr: append([]byte(nil), n.Addr...), Port: n.Port, Status: st, Meta: *meta, raw: raw, full: full})
+}
+
+// listAndUnlock puts m in this node's view (keeping the time of the last
+// status change while the status holds), releases g.mu, then logs a status
+// change and tells OnChange. g.mu must be held.
+func (g *Gossip) listAndUnlock(m *Member) {
+	prev, known := g.members[m.Name]
+	m.Since = time.Now()
+	if known && prev.Status == m.Status {
 		m.Since = prev.Since
 	}
 	g.remember(m)
 	g.mu.Unlock()
-	if !known || prev.Status != st {
-		g.logger.Info("member "+st.String(), "member", n.Name, "addr", m.Address())
+	if !known || prev.Status != m.Status {
+		g.logger.Info("member "+m.Status.String(), "member", m.Name, "addr", m.Address())
 	}
 	if g.cfg.OnChange != nil {
 		g.cfg.OnChange()
@@ -247,7 +250,7 @@ func (d *delegate) NotifyAlive(n *memberlist.Node) error {
 		return nil
 	}
 	g.mu.Unlock()
-	id, _, err := identityOf(n.Meta)
+	id, err := identityOf(n.Meta)
 	if err != nil {
 		g.ctr.rejected.Add(1)
 		return fmt.Errorf("node %q: %w", n.Name, err)
@@ -268,7 +271,7 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 		if p.State == memberlist.StateDead || p.State == memberlist.StateLeft {
 			continue
 		}
-		id, _, err := identityOf(p.Meta)
+		id, err := identityOf(p.Meta)
 		if err != nil {
 			// NotifyAlive keeps this one node out when the state is merged;
 			// refusing the whole merge would let one bad peer block every join.

@@ -842,8 +842,12 @@ func (g *Gossip) remember(m *Member) {
 	}
 	g.members[m.Name] = m
 	g.index(prefixOf(m.Meta.ID), m.Name)
-	g.numNodes.Store(int64(len(g.members) + len(g.pending)))
+	g.recount()
 }
+
+// recount refreshes the member count the records queue reads; g.mu must
+// be held.
+func (g *Gossip) recount() { g.numNodes.Store(int64(len(g.members) + len(g.pending))) }
 
 // forget drops a member; g.mu must be held.
 func (g *Gossip) forget(name string) {
@@ -853,7 +857,7 @@ func (g *Gossip) forget(name string) {
 	}
 	g.dropPending(name)
 	delete(g.early, name)
-	g.numNodes.Store(int64(len(g.members) + len(g.pending)))
+	g.recount()
 }
 
 func (g *Gossip) unindex(m *Member) {

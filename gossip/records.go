@@ -87,17 +87,17 @@ func stubMatches(stub, full []byte) bool {
 	return stub[idBytes] == byte(c>>16) && stub[idBytes+1] == byte(c>>8) && stub[idBytes+2] == byte(c)
 }
 
-// identityOf returns the ID prefix gossiped metadata carries and, for full
-// metadata, the decoded metadata. It validates full metadata completely.
-func identityOf(raw []byte) (idPrefix, *Meta, error) {
+// identityOf returns the ID prefix gossiped metadata carries. It validates
+// full metadata completely.
+func identityOf(raw []byte) (idPrefix, error) {
 	if isStub(raw) {
-		return prefixBytes(raw), nil, nil
+		return prefixBytes(raw), nil
 	}
 	m, err := DecodeMeta(raw)
 	if err != nil {
-		return 0, nil, err
+		return 0, err
 	}
-	return prefixOf(m.ID), m, nil
+	return prefixOf(m.ID), nil
 }
 
 // pendingMember is a member whose stub has no matching record yet.
@@ -154,6 +154,7 @@ func (g *Gossip) setPending(n *memberlist.Node, st Status) {
 	g.dropPending(n.Name)
 	g.pending[n.Name] = &pendingMember{addr: append(net.IP(nil), n.Addr...), port: n.Port, status: st, stub: append([]byte(nil), n.Meta...), since: time.Now()}
 	g.index(prefixBytes(n.Meta), n.Name)
+	g.recount()
 }
 
 // dropPending forgets a pending member; g.mu must be held.
@@ -163,6 +164,7 @@ func (g *Gossip) dropPending(name string) {
 		if m, known := g.members[name]; !known || prefixOf(m.Meta.ID) != prefixBytes(p.stub) {
 			g.unindexName(prefixBytes(p.stub), name)
 		}
+		g.recount()
 	}
 }
 
@@ -172,17 +174,22 @@ func (g *Gossip) learnRecord(name string, full []byte) bool {
 	if name == "" || name == g.cfg.NodeName || len(name) > maxRecordName || len(full) > MetaMaxSize {
 		return false
 	}
+	// Most records a node receives are ones it holds already: check that
+	// before decoding.
+	g.mu.Lock()
+	m, known := g.members[name]
+	held := known && bytes.Equal(m.full, full)
+	g.mu.Unlock()
+	if held {
+		return false
+	}
 	meta, err := DecodeMeta(full)
 	if err != nil {
 		g.ctr.rejected.Add(1)
 		return false
 	}
 	g.mu.Lock()
-	m, known := g.members[name]
-	if known && bytes.Equal(m.full, full) {
-		g.mu.Unlock()
-		return false
-	}
+	m, known = g.members[name]
 	p, pending := g.pending[name]
 	if !pending || !stubMatches(p.stub, full) {
 		// Its alive message is still on its way: keep the record for the
@@ -200,18 +207,7 @@ func (g *Gossip) learnRecord(name string, full []byte) bool {
 	}
 	g.dropPending(name)
 	delete(g.early, name)
-	nm := &Member{Name: name, Addr: p.addr, Port: p.port, Status: p.status, Since: time.Now(), Meta: *meta, raw: p.stub, full: append([]byte(nil), full...)}
-	if known && m.Status == p.status {
-		nm.Since = m.Since
-	}
-	g.remember(nm)
-	g.mu.Unlock()
-	if !known || m.Status != p.status {
-		g.logger.Info("member "+p.status.String(), "member", name, "addr", nm.Address())
-	}
-	if g.cfg.OnChange != nil {
-		g.cfg.OnChange()
-	}
+	g.listAndUnlock(&Member{Name: name, Addr: p.addr, Port: p.port, Status: p.status, Meta: *meta, raw: p.stub, full: append([]byte(nil), full...)})
 	return true
 }
 

@@ -137,11 +137,14 @@ func TestStub(t *testing.T) {
 	if isStub(full) {
 		t.Fatal("full metadata taken for a stub")
 	}
-	if p, meta, err := identityOf(stub); err != nil || meta != nil || p != prefixOf(m.ID) {
-		t.Fatalf("identityOf(stub) = %v %v %v", p, meta, err)
+	if p, err := identityOf(stub); err != nil || p != prefixOf(m.ID) {
+		t.Fatalf("identityOf(stub) = %v %v", p, err)
 	}
-	if p, meta, err := identityOf(full); err != nil || meta == nil || p != prefixOf(m.ID) {
-		t.Fatalf("identityOf(full) = %v %v %v", p, meta, err)
+	if p, err := identityOf(full); err != nil || p != prefixOf(m.ID) {
+		t.Fatalf("identityOf(full) = %v %v", p, err)
+	}
+	if _, err := identityOf(full[:len(full)-1]); err == nil {
+		t.Fatal("identityOf accepted truncated full metadata")
 	}
 	m.Term++
 	newer, _ := m.Encode()
