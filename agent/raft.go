@@ -231,11 +231,16 @@ func (a *Agent) leaderFromGossip() (gossip.Member, bool) {
 func (a *Agent) voterMembers() []gossip.Member {
 	var out []gossip.Member
 	for _, m := range a.gossip.Members() {
-		if (m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect) && m.Meta.Roles&gossip.RoleVoter != 0 {
+		if liveVoter(m) {
 			out = append(out, m)
 		}
 	}
 	return out
+}
+
+// liveVoter reports whether m is alive (or suspect) and gossips the voter role.
+func liveVoter(m gossip.Member) bool {
+	return (m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect) && m.Meta.Roles&gossip.RoleVoter != 0
 }
 
 // raftLoop runs on every node for the agent's lifetime: it keeps the

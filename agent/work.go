@@ -174,20 +174,13 @@ func (a *Agent) voterLongPoll(path string, q url.Values, index uint64, wait time
 func (a *Agent) pollVoter() (gossip.Member, error) {
 	// The usual case, without listing every member (O(N) per poll).
 	if name, _ := a.pollVoterName.Load().(string); name != "" {
-		if v, ok := a.gossip.MemberByName(name); ok && (v.Status == gossip.StatusAlive || v.Status == gossip.StatusSuspect) && v.Meta.Roles&gossip.RoleVoter != 0 {
+		if v, ok := a.gossip.MemberByName(name); ok && liveVoter(v) {
 			return v, nil
 		}
 	}
 	vs := a.voterMembers()
 	if len(vs) == 0 {
 		return gossip.Member{}, errors.New("no voter known yet")
-	}
-	if name, _ := a.pollVoterName.Load().(string); name != "" {
-		for _, v := range vs {
-			if v.Name == name {
-				return v, nil
-			}
-		}
 	}
 	v := vs[rand.IntN(len(vs))]
 	a.pollVoterName.Store(v.Name)
