@@ -54,6 +54,9 @@ func (c *bareCluster) createOne(i int) error {
 	mc.AdvertisePort = 7946
 	mc.Logger = log.New(io.Discard, "", 0)
 	c.stats[i], c.drops[i] = gossip.Instrument(mc)
+	if c.o.BareMeta > 0 {
+		mc.Delegate = metaDelegate(make([]byte, c.o.BareMeta))
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("memberlist %d: %w", i, err)
@@ -143,3 +146,13 @@ func (c *bareCluster) stop() {
 		}
 	}
 }
+
+// metaDelegate gives a bare node fixed metadata and nothing else
+// (Options.BareMeta).
+type metaDelegate []byte
+
+func (d metaDelegate) NodeMeta(int) []byte           { return d }
+func (metaDelegate) NotifyMsg([]byte)                {}
+func (metaDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (metaDelegate) LocalState(bool) []byte          { return nil }
+func (metaDelegate) MergeRemoteState([]byte, bool)   {}

@@ -59,6 +59,10 @@ type Options struct {
 	// random time up to JoinJitter before joining the seed. Results are
 	// labelled with the profile plus "+jitter".
 	JoinJitter time.Duration
+	// BareMeta, when set, makes every bare memberlist node gossip this many
+	// bytes of (meaningless) metadata, to measure what metadata size alone
+	// costs memberlist. Results are labelled with the profile plus "+metaN".
+	BareMeta int
 	// CreateFirst builds every node (agent.New, memberlist.Create: data
 	// dir, sockets) before the clock starts, in every mode, so that the
 	// times measure joining and spreading alone. One machine otherwise
@@ -240,6 +244,9 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 	r := Result{Mode: mode, Profile: o.Profile, N: n, Converge: -1, View: -1, Leader: -1, Plan: -1, Deploy: -1}
 	if o.JoinJitter > 0 && mode == ModeColony {
 		r.Profile += "+jitter" + o.JoinJitter.String()
+	}
+	if o.BareMeta > 0 && mode == ModeBare {
+		r.Profile += fmt.Sprintf("+meta%d", o.BareMeta)
 	}
 	if o.CreateFirst && mode != ModeProcs {
 		r.Profile += "+created"

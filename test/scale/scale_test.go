@@ -87,14 +87,14 @@ func TestHarnessSmall(t *testing.T) {
 
 // TestHarnessDenseCreateFirst: on the dense profile (compact metadata)
 // with every node built before the clock starts, 20 agents and 20 bare
-// nodes converge, every agent's view lists all 20 with their metadata,
+// nodes (gossiping 9 bytes of metadata, like a stub) converge, every agent's view lists all 20 with their metadata,
 // and the rows are labelled for what they measured.
 func TestHarnessDenseCreateFirst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 40 nodes")
 	}
 	o := testOptions(t, 110) // 127.2.110.x, 127.3.110.x
-	o.N, o.Modes, o.Profile, o.CreateFirst = []int{20}, []string{ModeBare, ModeColony}, "dense", true
+	o.N, o.Modes, o.Profile, o.CreateFirst, o.BareMeta = []int{20}, []string{ModeBare, ModeColony}, "dense", true, 9
 	o.Deploy, o.Monitor = false, false
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -103,7 +103,8 @@ func TestHarnessDenseCreateFirst(t *testing.T) {
 		t.Fatalf("%d results, want 2", len(results))
 	}
 	for _, r := range results {
-		if r.Err != "" || r.Converge < 0 || r.Profile != "dense+created" || r.FalseDead > 0 || r.NotAlive > 0 {
+		want := map[string]string{ModeBare: "dense+meta9+created", ModeColony: "dense+created"}[r.Mode]
+		if r.Err != "" || r.Converge < 0 || r.Profile != want || r.FalseDead > 0 || r.NotAlive > 0 {
 			t.Errorf("%s (%s): %s", r.Mode, r.Profile, r.summary())
 		}
 		if r.Mode == ModeColony && (r.View < 0 || r.Leader < 0 || r.Plan < 0) {

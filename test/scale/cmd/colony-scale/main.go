@@ -41,6 +41,7 @@ func run() error {
 	flag.IntVar(&o.ProcsMax, "procs-max", o.ProcsMax, "largest N run in process mode")
 	flag.IntVar(&o.JoinParallel, "join-parallel", o.JoinParallel, "nodes joining at the same time (1: one by one)")
 	flag.DurationVar(&o.JoinJitter, "join-jitter", 0, "colony mode: start every agent at once with --join-jitter set to this (a fleet booting together)")
+	flag.IntVar(&o.BareMeta, "bare-meta", 0, "bare mode: every node gossips this many bytes of metadata (what metadata size alone costs memberlist; results labelled PROFILE+metaN)")
 	flag.BoolVar(&o.CreateFirst, "create-first", false, "bare and colony modes: build every node (data dir, sockets) before the clock starts, then join them; times then measure joining and spreading alone (results labelled PROFILE+created)")
 	flag.DurationVar(&o.Settle, "settle", o.Settle, "wait after the phases before measuring steady state")
 	flag.DurationVar(&o.Steady, "steady", o.Steady, "steady-state measurement window")
@@ -107,6 +108,9 @@ func run() error {
 	}
 	if o.MonitorInterval < 100*time.Millisecond || o.MonitorWindow < o.MonitorInterval {
 		return fmt.Errorf("-monitor-interval must be at least 100ms and -monitor-window at least one interval")
+	}
+	if o.BareMeta < 0 || o.BareMeta > 512 {
+		return fmt.Errorf("-bare-meta must be 0-512 bytes (memberlist's limit)")
 	}
 	if o.JoinParallel < 1 {
 		return fmt.Errorf("-join-parallel must be at least 1")
