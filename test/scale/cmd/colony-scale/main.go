@@ -81,13 +81,9 @@ func run() error {
 		return nil
 	}
 
-	o.N = nil
-	for _, s := range strings.Split(*ns, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 50000 {
-			return fmt.Errorf("-n: %q is not a cluster size (1-50000)", s)
-		}
-		o.N = append(o.N, n)
+	var err error
+	if o.N, err = parseInts("-n", *ns, "a cluster size", 1, 50000); err != nil {
+		return err
 	}
 	o.Modes = nil
 	for _, m := range strings.Split(*modes, ",") {
@@ -98,13 +94,8 @@ func run() error {
 			return fmt.Errorf("-modes: unknown mode %q (want bare, colony or procs)", m)
 		}
 	}
-	o.MonitorK = nil
-	for _, s := range strings.Split(*monK, ",") {
-		k, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || k < 2 || k > 4096 {
-			return fmt.Errorf("-monitor-k: %q is not a group size (2-4096)", s)
-		}
-		o.MonitorK = append(o.MonitorK, k)
+	if o.MonitorK, err = parseInts("-monitor-k", *monK, "a group size", 2, 4096); err != nil {
+		return err
 	}
 	if o.MonitorInterval < 100*time.Millisecond || o.MonitorWindow < o.MonitorInterval {
 		return fmt.Errorf("-monitor-interval must be at least 100ms and -monitor-window at least one interval")
@@ -154,4 +145,18 @@ func run() error {
 	}
 	fmt.Printf("\ntables: %s/results.md and results.csv, monitoring in monitor.md and monitor.csv; plots: %s/*.svg\n", o.Out, o.Out)
 	return nil
+}
+
+// parseInts parses a comma-separated list of integers in [lo, hi] given
+// to flag name; what names one value in the error.
+func parseInts(name, list, what string, lo, hi int) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || v < lo || v > hi {
+			return nil, fmt.Errorf("%s: %q is not %s (%d-%d)", name, s, what, lo, hi)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
