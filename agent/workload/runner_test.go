@@ -417,6 +417,18 @@ func TestReaddedWhileStoppingWaitsForTheOldProcess(t *testing.T) {
 	a := sh("again.0.1", `trap "" TERM; echo start >> runs.txt; sleep 1000 & wait`)
 	reconcile(t, r, a)
 	first := waitState(t, r, a.InstanceID, StateRunning)
+	runs := filepath.Join(workDir(r, a.InstanceID), "runs.txt")
+	// Running means started, not that the shell has written its line yet.
+	waitLines := func(want int) {
+		t.Helper()
+		waitFor(t, waitLong, func() error {
+			if n := countLines(runs); n != want {
+				return fmt.Errorf("ran %d times, want %d", n, want)
+			}
+			return nil
+		})
+	}
+	waitLines(1)
 	reconcile(t, r)    // stopping: takes the grace period
 	reconcile(t, r, a) // back before the old one is gone
 	waitFor(t, waitLong, func() error {
@@ -429,9 +441,7 @@ func TestReaddedWhileStoppingWaitsForTheOldProcess(t *testing.T) {
 	if alive(first.PID) {
 		t.Fatalf("two copies of the instance ran at once")
 	}
-	if n := countLines(filepath.Join(workDir(r, a.InstanceID), "runs.txt")); n != 2 {
-		t.Fatalf("ran %d times", n)
-	}
+	waitLines(2)
 }
 
 func TestConfigValidate(t *testing.T) {
