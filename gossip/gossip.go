@@ -357,7 +357,7 @@ func New(cfg Config) (*Gossip, error) {
 	if cfg.Tune != nil {
 		cfg.Tune(mc)
 	}
-	tr, err := newCountingTransport(mc.BindAddr, mc.BindPort, mc.Logger, g.ctr, cfg.DropTo)
+	tr, err := newCountingTransport(mc.BindAddr, mc.BindPort, mc.Logger, g.ctr, cfg.DropTo, dedupGeneration(mc.GossipToTheDeadTime))
 	if err != nil {
 		dropRoute(g.route)
 		return nil, fmt.Errorf("start gossip: %w", err)

@@ -35,6 +35,7 @@ type countingTransport struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
+	dedup    *aliveDedup // owned by readPackets
 }
 
 const (
@@ -45,7 +46,9 @@ const (
 	udpSocketBuf = 2 << 20
 )
 
-func newCountingTransport(bindAddr string, bindPort int, logger *log.Logger, c *counters, drop func(string) bool) (*countingTransport, error) {
+// dedupGen is how long each generation of aliveDedup remembers a message
+// (see dedupGeneration).
+func newCountingTransport(bindAddr string, bindPort int, logger *log.Logger, c *counters, drop func(string) bool, dedupGen time.Duration) (*countingTransport, error) {
 	ip := net.ParseIP(bindAddr)
 	if ip == nil {
 		return nil, fmt.Errorf("bind address %q is not an IP address", bindAddr)
@@ -83,6 +86,7 @@ func newCountingTransport(bindAddr string, bindPort int, logger *log.Logger, c *
 	t := &countingTransport{
 		c: c, drop: drop, logger: logger, bindIP: ip, tcp: tcp, udp: udp,
 		packetCh: make(chan *memberlist.Packet), streamCh: make(chan net.Conn), stop: make(chan struct{}),
+		dedup: newAliveDedup(dedupGen),
 	}
 	t.wg.Add(2)
 	go t.acceptStreams()
@@ -131,7 +135,8 @@ func (t *countingTransport) stopping() bool {
 }
 
 // readPackets hands every UDP packet to memberlist, copied out of one
-// reused read buffer.
+// reused read buffer, less the alive messages it has already received
+// (aliveDedup).
 func (t *countingTransport) readPackets() {
 	defer t.wg.Done()
 	buf := make([]byte, udpReadBuf)
@@ -149,7 +154,17 @@ func (t *countingTransport) readPackets() {
 			continue
 		}
 		t.c.udpRecv.Add(uint64(n))
-		p := &memberlist.Packet{Buf: bytes.Clone(buf[:n]), From: net.UDPAddrFromAddrPort(from), Timestamp: ts}
+		pkt, dropped := t.dedup.filter(buf[:n], ts)
+		if dropped > 0 {
+			t.c.dupAlive.Add(uint64(dropped))
+		}
+		if pkt == nil {
+			continue
+		}
+		if &pkt[0] == &buf[0] {
+			pkt = bytes.Clone(pkt)
+		}
+		p := &memberlist.Packet{Buf: pkt, From: net.UDPAddrFromAddrPort(from), Timestamp: ts}
 		select {
 		case t.packetCh <- p:
 		case <-t.stop:

@@ -14,12 +14,12 @@ import (
 // buffer reach memberlist intact and separate, with their sender, and are
 // counted; sends work to ip:port and to a name.
 func TestTransportPackets(t *testing.T) {
-	recv, err := newCountingTransport("127.0.0.1", 0, log.New(io.Discard, "", 0), &counters{}, nil)
+	recv, err := newCountingTransport("127.0.0.1", 0, log.New(io.Discard, "", 0), &counters{}, nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer recv.Shutdown()
-	send, err := newCountingTransport("127.0.0.1", 0, log.New(io.Discard, "", 0), &counters{}, nil)
+	send, err := newCountingTransport("127.0.0.1", 0, log.New(io.Discard, "", 0), &counters{}, nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
