@@ -10,42 +10,52 @@ import (
 // memberlist's packet framing (net.go in memberlist v0.7.0; the numbers are
 // part of its wire protocol and only ever appended to).
 const (
+	wireSuspect  = 3  // suspectMsg
 	wireAlive    = 4  // aliveMsg
+	wireDead     = 5  // deadMsg
 	wireCompound = 7  // compoundMsg: count byte, count big-endian uint16 lengths, parts
 	wireCRC      = 12 // hasCrcMsg: big-endian CRC-32 (IEEE) of the rest
 )
 
-// aliveDedup drops alive messages a node has already received, before
-// memberlist decodes them.
+// gossipDedup drops the copies of alive, suspect and dead messages a node
+// has already received, before memberlist decodes them.
 //
-// Every member passes each alive message on RetransmitMult·log(N) times, so
-// in a join storm a node receives each newcomer's alive message that many
-// times (24 at 1,000 members on the dense profile), and a joiner passes on
-// every member its seed's full state taught it. memberlist decodes each
-// copy (msgpack through a fresh handle) only to find its incarnation is not
-// newer than the one it holds: at 500 agents on one machine that decoding
-// was a fifth of all CPU. A copy is byte-for-byte the same message (each
-// relay encodes the same struct), so a hash of its bytes recognises it.
+// Every member passes each such message on RetransmitMult·log(N) times, so
+// a node receives each one that many times (24 at 1,000 members on the
+// dense profile), and a joiner also passes on every member its seed's full
+// state taught it. memberlist decodes each copy (msgpack through a fresh
+// handle) only to find it tells nothing new: at 500 agents on one machine
+// decoding alive messages was a fifth of all CPU, and in a suspicion storm
+// suspect messages took more. A copy is byte-for-byte the same message
+// (each relay encodes the same struct), so a hash of its bytes recognises
+// it.
 //
-// Dropping a copy changes nothing memberlist would have done: it ignores an
-// alive message whose incarnation is not newer than the one it holds, and
-// a copy is dropped only while the first is remembered, which is less than
-// half of GossipToTheDeadTime, so memberlist cannot have forgotten the
-// member (reaped it) in between. Only plain packets are read: compressed,
-// encrypted or labelled ones (a lan cluster compresses) pass through as
-// they are, and so does anything malformed, for memberlist to report.
+// Dropping a copy changes nothing memberlist would have done. It ignores an
+// alive message whose incarnation is not newer than the one it holds; a
+// suspect message it has already applied either finds the suspicion
+// confirmed by that sender, or an incarnation since refuted, or a member
+// no longer alive; a dead message finds the member dead, or refuted. A copy
+// is dropped only while the first is remembered, less than half of
+// GossipToTheDeadTime, so memberlist cannot have forgotten (reaped) the
+// member in between. The one difference: a member that came back at a new
+// address under its old incarnation (memberlist reclaims dead names) is not
+// suspected or killed again by a stale copy of the old news.
+//
+// Only plain packets are read: compressed, encrypted or labelled ones (a
+// lan cluster compresses) pass through as they are, and so does anything
+// malformed, for memberlist to report.
 //
 // It is used by the one goroutine that reads a transport's socket.
-type aliveDedup struct {
+type gossipDedup struct {
 	seed      maphash.Seed
 	cur, prev map[uint64]struct{}
 	gen       time.Duration // a message is remembered for less than 2·gen
 	genNo     int64         // the clock's generation number cur belongs to
-	parts     [][]byte // scratch: the parts kept
+	parts     [][]byte      // scratch: the parts kept
 }
 
-func newAliveDedup(gen time.Duration) *aliveDedup {
-	return &aliveDedup{seed: maphash.MakeSeed(), cur: map[uint64]struct{}{}, prev: map[uint64]struct{}{}, gen: gen}
+func newGossipDedup(gen time.Duration) *gossipDedup {
+	return &gossipDedup{seed: maphash.MakeSeed(), cur: map[uint64]struct{}{}, prev: map[uint64]struct{}{}, gen: gen}
 }
 
 // dedupGeneration is how long a generation of remembered messages lasts
@@ -56,9 +66,9 @@ func dedupGeneration(gossipToTheDead time.Duration) time.Duration {
 }
 
 // filter returns the packet to hand to memberlist (pkt itself when nothing
-// was dropped, nil when every message in it was) and how many alive
-// messages it dropped.
-func (d *aliveDedup) filter(pkt []byte, now time.Time) ([]byte, int) {
+// was dropped, nil when every message in it was) and how many messages it
+// dropped.
+func (d *gossipDedup) filter(pkt []byte, now time.Time) ([]byte, int) {
 	// Generations follow the clock: what arrived in one is remembered
 	// until the next one ends.
 	switch no := now.UnixNano() / int64(d.gen); {
@@ -81,17 +91,13 @@ func (d *aliveDedup) filter(pkt []byte, now time.Time) ([]byte, int) {
 	if len(body) < 1 {
 		return pkt, 0
 	}
-	switch body[0] {
-	case wireAlive:
+	if dedupable(body[0]) {
 		if d.seen(body) {
 			return nil, 1
 		}
 		return pkt, 0
-	case wireCompound:
-	default:
-		return pkt, 0
 	}
-	if len(body) < 2 {
+	if body[0] != wireCompound || len(body) < 2 {
 		return pkt, 0
 	}
 	n := int(body[1])
@@ -109,7 +115,7 @@ func (d *aliveDedup) filter(pkt []byte, now time.Time) ([]byte, int) {
 		}
 		part := rest[:l]
 		rest = rest[l:]
-		if l > 0 && part[0] == wireAlive && d.seen(part) {
+		if l > 0 && dedupable(part[0]) && d.seen(part) {
 			dropped++
 			continue
 		}
@@ -142,7 +148,7 @@ func (d *aliveDedup) filter(pkt []byte, now time.Time) ([]byte, int) {
 
 // seen reports whether msg was received in this generation or the last,
 // and remembers it for the rest of this generation and the next.
-func (d *aliveDedup) seen(msg []byte) bool {
+func (d *gossipDedup) seen(msg []byte) bool {
 	h := maphash.Bytes(d.seed, msg)
 	if _, ok := d.cur[h]; ok {
 		return true
@@ -152,4 +158,8 @@ func (d *aliveDedup) seen(msg []byte) bool {
 	}
 	d.cur[h] = struct{}{}
 	return false
+}
+
+func dedupable(msgType byte) bool {
+	return msgType == wireAlive || msgType == wireSuspect || msgType == wireDead
 }

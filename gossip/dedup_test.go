@@ -68,12 +68,12 @@ func parseCompound(t *testing.T, pkt []byte) [][]byte {
 	return parts
 }
 
-func TestAliveDedupFilter(t *testing.T) {
+func TestGossipDedupFilter(t *testing.T) {
 	a, b := encodeAlive(t, "c00001", 1), encodeAlive(t, "c00002", 1)
 	user := []byte{8, 'r', 'e', 'c'} // a user message (Colony's records) is never dropped
 	for _, crc := range []bool{false, true} {
 		t.Run(fmt.Sprintf("crc=%v", crc), func(t *testing.T) {
-			d := newAliveDedup(time.Second)
+			d := newGossipDedup(time.Second)
 			now := time.Unix(1000, 0)
 			first := compound(crc, a, user, b)
 			if out, n := d.filter(first, now); n != 0 || &out[0] != &first[0] {
@@ -104,13 +104,20 @@ func TestAliveDedupFilter(t *testing.T) {
 		})
 	}
 
-	d := newAliveDedup(time.Second)
+	d := newGossipDedup(time.Second)
 	now := time.Unix(1000, 0)
 	if out, n := d.filter(a, now); n != 0 || out == nil {
 		t.Fatalf("a lone alive message, first: %d dropped", n)
 	}
 	if out, n := d.filter(a, now); n != 1 || out != nil {
 		t.Fatalf("a lone alive message, again: %d dropped", n)
+	}
+	suspect, dead := []byte{wireSuspect, 0x83, 1}, []byte{wireDead, 0x83, 1}
+	if out, n := d.filter(compound(true, suspect, dead, user), now); n != 0 || out == nil {
+		t.Fatalf("suspect and dead, first: %d dropped", n)
+	}
+	if out, n := d.filter(compound(true, suspect, dead, user), now); n != 2 || len(parseCompound(t, out)) != 1 {
+		t.Fatalf("suspect and dead, again: %d dropped", n)
 	}
 	// What it does not read passes as it is, even when it holds a copy.
 	bad := compound(true, a)
@@ -134,13 +141,13 @@ func TestAliveDedupFilter(t *testing.T) {
 	}
 }
 
-func FuzzAliveDedup(f *testing.F) {
+func FuzzGossipDedup(f *testing.F) {
 	a := encodeAlive(f, "c00001", 1)
 	f.Add(compound(true, a, []byte{8, 1}))
 	f.Add(compound(false, a, a))
 	f.Add(a)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		d := newAliveDedup(time.Second)
+		d := newGossipDedup(time.Second)
 		now := time.Unix(1000, 0)
 		for range 2 {
 			out, n := d.filter(pkt, now)
@@ -154,10 +161,10 @@ func FuzzAliveDedup(f *testing.F) {
 	})
 }
 
-// TestDuplicateAliveDroppedInCluster: in a real dense cluster (memberlist
+// TestDuplicatesDroppedInCluster: in a real dense cluster (memberlist
 // uncompressed) copies of alive messages are recognised and dropped, and
 // every member still learns every other.
-func TestDuplicateAliveDroppedInCluster(t *testing.T) {
+func TestDuplicatesDroppedInCluster(t *testing.T) {
 	const n = 8
 	var nodes []*Gossip
 	for i := range n {
@@ -193,12 +200,22 @@ func TestDuplicateAliveDroppedInCluster(t *testing.T) {
 	waitFor(t, 10*time.Second, func() error {
 		var dropped uint64
 		for _, g := range nodes {
-			dropped += g.Stats().DuplicateAlive
+			dropped += g.Stats().Duplicates
 		}
 		if dropped == 0 {
-			return fmt.Errorf("no copy of an alive message dropped")
+			return fmt.Errorf("no copy of a gossip message dropped")
 		}
-		t.Logf("%d copies of alive messages dropped across %d members", dropped, n)
+		t.Logf("%d copies of gossip dropped across %d members", dropped, n)
+		return nil
+	})
+	gone := nodes[n-1]
+	_ = gone.Shutdown() // no leave: it has to be found dead
+	waitFor(t, 20*time.Second, func() error {
+		for _, g := range nodes[:n-1] {
+			if err := expect(g, map[string]Status{gone.LocalName(): StatusDead}); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }

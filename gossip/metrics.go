@@ -39,7 +39,7 @@ type counters struct {
 	rejected    atomic.Uint64
 
 	recordRequests atomic.Uint64
-	dupAlive       atomic.Uint64
+	dupMsgs        atomic.Uint64
 }
 
 func installRouter() {
@@ -149,8 +149,8 @@ type Stats struct {
 	// members whose record has not arrived.
 	RecordRequests uint64
 	PendingMembers int
-	// Copies of alive messages dropped unread (aliveDedup).
-	DuplicateAlive uint64
+	// Copies of alive, suspect and dead messages dropped unread (gossipDedup).
+	Duplicates uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -160,7 +160,7 @@ func (c *counters) snapshot() Stats {
 		UDPMessagesSent: c.udpSentMsgs.Load(), UDPBytesSent: c.udpSent.Load(), UDPBytesReceived: c.udpRecv.Load(),
 		TCPMessagesSent: c.tcpSentMsgs.Load(), TCPBytesSent: c.tcpSent.Load(), TCPBytesReceived: c.tcpRecv.Load(),
 		RejectedNodes: c.rejected.Load(), HealthScore: c.health.Load(), RecordRequests: c.recordRequests.Load(),
-		DuplicateAlive: c.dupAlive.Load(),
+		Duplicates: c.dupMsgs.Load(),
 	}
 }
 
@@ -171,7 +171,7 @@ type collector struct {
 	members, health                          *prometheus.Desc
 	probes, suspicions, deadMsgs, pushPulls  *prometheus.Desc
 	msgsSent, bytesSent, bytesRecv, rejected *prometheus.Desc
-	recordRequests, pending, dupAlive        *prometheus.Desc
+	recordRequests, pending, dupMsgs         *prometheus.Desc
 }
 
 // Collector returns a prometheus.Collector for this instance's gossip metrics.
@@ -194,13 +194,13 @@ func (g *Gossip) Collector() prometheus.Collector {
 		recordRequests: d("record_requests_total",
 			"Compact metadata: members this node asked for their record because it had not arrived by gossip."),
 		pending: d("pending_members", "Compact metadata: live members whose record this node has not received yet (not listed until it arrives)."),
-		dupAlive: d("duplicate_alive_dropped_total",
-			"Copies of alive messages this node had already received seconds before, dropped before memberlist decoded them (uncompressed, unencrypted gossip only)."),
+		dupMsgs: d("duplicates_dropped_total",
+			"Copies of alive, suspect and dead messages this node had already received seconds before, dropped before memberlist decoded them (uncompressed, unencrypted gossip only)."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.members, c.health, c.probes, c.suspicions, c.deadMsgs, c.pushPulls, c.msgsSent, c.bytesSent, c.bytesRecv, c.rejected, c.recordRequests, c.pending, c.dupAlive} {
+	for _, d := range []*prometheus.Desc{c.members, c.health, c.probes, c.suspicions, c.deadMsgs, c.pushPulls, c.msgsSent, c.bytesSent, c.bytesRecv, c.rejected, c.recordRequests, c.pending, c.dupMsgs} {
 		ch <- d
 	}
 }
@@ -228,7 +228,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(st.RejectedNodes))
 	ch <- prometheus.MustNewConstMetric(c.recordRequests, prometheus.CounterValue, float64(st.RecordRequests))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.PendingMembers))
-	ch <- prometheus.MustNewConstMetric(c.dupAlive, prometheus.CounterValue, float64(st.DuplicateAlive))
+	ch <- prometheus.MustNewConstMetric(c.dupMsgs, prometheus.CounterValue, float64(st.Duplicates))
 }
 
 // Instrument routes the metrics of a memberlist that Colony does not wrap

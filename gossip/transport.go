@@ -35,7 +35,7 @@ type countingTransport struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
-	dedup    *aliveDedup // owned by readPackets
+	dedup    *gossipDedup // owned by readPackets
 }
 
 const (
@@ -46,7 +46,7 @@ const (
 	udpSocketBuf = 2 << 20
 )
 
-// dedupGen is how long each generation of aliveDedup remembers a message
+// dedupGen is how long each generation of gossipDedup remembers a message
 // (see dedupGeneration).
 func newCountingTransport(bindAddr string, bindPort int, logger *log.Logger, c *counters, drop func(string) bool, dedupGen time.Duration) (*countingTransport, error) {
 	ip := net.ParseIP(bindAddr)
@@ -86,7 +86,7 @@ func newCountingTransport(bindAddr string, bindPort int, logger *log.Logger, c *
 	t := &countingTransport{
 		c: c, drop: drop, logger: logger, bindIP: ip, tcp: tcp, udp: udp,
 		packetCh: make(chan *memberlist.Packet), streamCh: make(chan net.Conn), stop: make(chan struct{}),
-		dedup: newAliveDedup(dedupGen),
+		dedup: newGossipDedup(dedupGen),
 	}
 	t.wg.Add(2)
 	go t.acceptStreams()
@@ -135,8 +135,8 @@ func (t *countingTransport) stopping() bool {
 }
 
 // readPackets hands every UDP packet to memberlist, copied out of one
-// reused read buffer, less the alive messages it has already received
-// (aliveDedup).
+// reused read buffer, less the gossip it has already received
+// (gossipDedup).
 func (t *countingTransport) readPackets() {
 	defer t.wg.Done()
 	buf := make([]byte, udpReadBuf)
@@ -156,7 +156,7 @@ func (t *countingTransport) readPackets() {
 		t.c.udpRecv.Add(uint64(n))
 		pkt, dropped := t.dedup.filter(buf[:n], ts)
 		if dropped > 0 {
-			t.c.dupAlive.Add(uint64(dropped))
+			t.c.dupMsgs.Add(uint64(dropped))
 		}
 		if pkt == nil {
 			continue
