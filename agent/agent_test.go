@@ -240,8 +240,9 @@ func TestConfigErrors(t *testing.T) {
 	cfg.RetryMax = -1
 	cfg.HTTPAddr = "nonsense"
 	cfg.Labels = map[string]string{"bad key": "v"}
+	cfg.RaftMultiplier = 11
 	err := cfg.Validate()
-	for _, want := range []string{"node name is empty", "data dir is empty", "gossip port 70000", "not valid base64", "retry max", "http address", `label key "bad key"`} {
+	for _, want := range []string{"node name is empty", "data dir is empty", "gossip port 70000", "not valid base64", "retry max", "http address", `label key "bad key"`, "raft multiplier (--raft-multiplier) 11: want 1-10"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("want %q in %v", want, err)
 		}

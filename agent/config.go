@@ -93,7 +93,13 @@ type Config struct {
 	DeadVoterTimeout time.Duration
 	// RaftTick is how often roles are gossiped and the leader reviews the voters.
 	RaftTick time.Duration
-	// TuneRaft, if set, adjusts the Raft configuration (tests use faster timers).
+	// RaftMultiplier scales Raft's heartbeat, election and leader lease
+	// timeouts (0-MaxRaftMultiplier), as Consul's raft_multiplier: a slower
+	// failover in exchange for no leader flapping when CPUs are starved.
+	// 0 means the profile's default: DenseRaftMultiplier on dense, 1 otherwise.
+	RaftMultiplier int
+	// TuneRaft, if set, adjusts the Raft configuration (tests use faster
+	// timers); it runs after RaftMultiplier is applied.
 	TuneRaft func(*consensus.Config)
 	// DropTo, if set, is asked before this node sends anything to addr
 	// (gossip, Raft, API); true drops it. Tests use it for partitions.
@@ -124,6 +130,40 @@ type Config struct {
 	// MetricsAddr, if set, also serves /metrics and /metrics/group there,
 	// without tokens (bind it to a private interface).
 	MetricsAddr string
+}
+
+// Bounds and defaults of Config.RaftMultiplier.
+const (
+	// MaxRaftMultiplier is the largest RaftMultiplier: 10 s before a lost
+	// leader is noticed is already slow.
+	MaxRaftMultiplier = 10
+	// DenseRaftMultiplier is the default on the dense gossip profile, whose
+	// machines share CPUs with many agents.
+	DenseRaftMultiplier = 3
+)
+
+// raftMultiplier is the factor applied to Raft's timers: mult, or the
+// profile's default when mult is 0.
+func raftMultiplier(profile string, mult int) int {
+	switch {
+	case mult != 0:
+		return mult
+	case profile == gossip.ProfileDense:
+		return DenseRaftMultiplier
+	}
+	return 1
+}
+
+// raftTimers returns consensus.DefaultConfig with its heartbeat, election
+// and leader lease timeouts scaled by raftMultiplier(profile, mult); every
+// other field is left as it is.
+func raftTimers(profile string, mult int) consensus.Config {
+	cc := consensus.DefaultConfig()
+	m := time.Duration(raftMultiplier(profile, mult))
+	cc.HeartbeatTimeout *= m
+	cc.ElectionTimeout *= m
+	cc.LeaderLeaseTimeout *= m
+	return cc
 }
 
 // Values of Config.ACLDefaultRead.
@@ -213,6 +253,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftTick <= 0 {
 		errs = append(errs, fmt.Errorf("raft tick %s must be positive", c.RaftTick))
+	}
+	if c.RaftMultiplier < 0 || c.RaftMultiplier > MaxRaftMultiplier {
+		errs = append(errs, fmt.Errorf("raft multiplier (--raft-multiplier) %d: want 1-%d (or 0 for the profile's default: %d on dense, 1 otherwise)", c.RaftMultiplier, MaxRaftMultiplier, DenseRaftMultiplier))
 	}
 	if c.MonitorInterval < 0 || c.MonitorInterval > 0 && c.MonitorInterval < MinMonitorInterval {
 		errs = append(errs, fmt.Errorf("monitor interval (--monitor-interval) %s: want at least %s (or 0 for the default %s)", c.MonitorInterval, MinMonitorInterval, DefaultMonitorInterval))

@@ -101,7 +101,7 @@ func (a *Agent) startRaft() (*consensus.Node, error) {
 	if a.ctx == nil || a.ctx.Err() != nil {
 		return nil, errors.New("agent is not running")
 	}
-	cc := consensus.DefaultConfig()
+	cc := raftTimers(a.cfg.GossipProfile, a.cfg.RaftMultiplier)
 	cc.NodeID = a.id.String()
 	cc.DataDir = a.cfg.DataDir
 	cc.Logger = a.logger
@@ -131,7 +131,10 @@ func (a *Agent) startRaft() (*consensus.Node, error) {
 	a.raft = n
 	a.raftCollector = n.Collector()
 	_ = a.reg.Register(a.raftCollector)
-	a.logger.Info("raft running on this node", "subsystem", "raft", "addr", n.Addr())
+	a.logger.Info("raft running on this node", "subsystem", "raft", "addr", n.Addr(),
+		"raft_multiplier", raftMultiplier(a.cfg.GossipProfile, a.cfg.RaftMultiplier),
+		"heartbeat_timeout", cc.HeartbeatTimeout, "election_timeout", cc.ElectionTimeout,
+		"leader_lease_timeout", cc.LeaderLeaseTimeout)
 	return n, nil
 }
 
