@@ -48,6 +48,7 @@ func agentFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "raft-port", Value: def.RaftPort, Usage: "Raft port (TCP) used when this node is a voter", EnvVars: env("RAFT_PORT")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "voters", Value: def.Voters, Usage: "target number of Raft voters: 3, or 5 (applied once 5 nodes are eligible)", EnvVars: env("VOTERS")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "bootstrap-expect", Usage: "wait for this many nodes started with the same value, then bootstrap Raft with them (0: off)", EnvVars: env("BOOTSTRAP_EXPECT")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "raft-multiplier", Usage: "scale Raft's heartbeat, election and leader lease timeouts by 1-10, trading slower failover for no leader flapping on busy CPUs (0: the profile's default, 3 on dense, 1 otherwise)", EnvVars: env("RAFT_MULTIPLIER")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "dead-voter-timeout", Value: def.DeadVoterTimeout, Usage: "how long a voter may be dead before the leader replaces it", EnvVars: env("DEAD_VOTER_TIMEOUT")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "acl-enabled", Usage: "require ACL tokens on the API (see `colony acl`); every agent of the cluster must set it", EnvVars: env("ACL_ENABLED")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "acl-default-read", Value: def.ACLDefaultRead, Usage: "with ACLs, what reads without a token get: allow or deny", EnvVars: env("ACL_DEFAULT_READ")}),
@@ -116,6 +117,7 @@ func configFromFlags(c *cli.Context) (agent.Config, error) {
 	cfg.Voters = c.Int("voters")
 	cfg.BootstrapExpect = c.Int("bootstrap-expect")
 	cfg.DeadVoterTimeout = c.Duration("dead-voter-timeout")
+	cfg.RaftMultiplier = c.Int("raft-multiplier")
 	cfg.ACLEnabled = c.Bool("acl-enabled")
 	cfg.ACLDefaultRead = c.String("acl-default-read")
 	cfg.ACLAgentToken = c.String("acl-agent-token")

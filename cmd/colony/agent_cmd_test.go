@@ -89,3 +89,43 @@ func TestAgentMonitorFlags(t *testing.T) {
 		t.Errorf("config file with a typo: %v", err)
 	}
 }
+
+func TestAgentRaftMultiplierFlag(t *testing.T) {
+	cfg, err := parseAgent(t)
+	if err != nil || cfg.RaftMultiplier != 0 {
+		t.Errorf("default: %d %v", cfg.RaftMultiplier, err)
+	}
+	if cfg, err = parseAgent(t, "--profile", "dense", "--raft-multiplier", "5"); err != nil || cfg.RaftMultiplier != 5 {
+		t.Errorf("flag: %d %v", cfg.RaftMultiplier, err)
+	}
+	file := filepath.Join(t.TempDir(), "colony.yaml")
+	if err := os.WriteFile(file, []byte("gossip-profile: dense\nraft-multiplier: 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = parseAgent(t, "--config", file); err != nil || cfg.RaftMultiplier != 2 || cfg.GossipProfile != "dense" {
+		t.Errorf("config file: %d %q %v", cfg.RaftMultiplier, cfg.GossipProfile, err)
+	}
+	for _, args := range [][]string{
+		{"--raft-multiplier", "11"},
+		{"--raft-multiplier", "-1"},
+		{"--raft-multiplier", "lots"},
+		{"--raft-multiplier", "1.5"},
+	} {
+		if _, err := parseAgent(t, args...); err == nil || !strings.Contains(err.Error(), "raft-multiplier") {
+			t.Errorf("%v: error %v, want one naming raft-multiplier", args, err)
+		}
+	}
+	for _, body := range []string{"raft-multiplier: 11\n", "raft-multiplier: lots\n", "raft-multiplier: 2.5\n", "raft-multiplier: -3\n"} {
+		bad := filepath.Join(t.TempDir(), "bad.yaml")
+		if err := os.WriteFile(bad, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := parseAgent(t, "--config", bad); err == nil || !strings.Contains(err.Error(), "raft-multiplier") {
+			t.Errorf("config file %q: %v", body, err)
+		}
+	}
+	t.Setenv("COLONY_RAFT_MULTIPLIER", "4")
+	if cfg, err = parseAgent(t); err != nil || cfg.RaftMultiplier != 4 {
+		t.Errorf("env: %d %v", cfg.RaftMultiplier, err)
+	}
+}
