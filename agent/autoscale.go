@@ -283,6 +283,24 @@ func (a *Agent) autoscaleTick(n *consensus.Node) {
 			}
 		}
 	}
+	// Nodes being terminated, or terminated so recently that gossip may
+	// not have seen them go: neither counted nor chosen again. Counted,
+	// the terminated node kept a pool above its min for one more tick and
+	// scale-down took a second node below it.
+	for _, in := range intents {
+		if in.Kind != consensus.IntentTerminate || !(in.State == consensus.IntentOpen ||
+			in.State == consensus.IntentDone && now.Sub(in.Updated) < joinGrace) {
+			continue
+		}
+		for _, name := range in.InstanceIDs {
+			if m, ok := joined[name]; ok {
+				delete(joined, name)
+				if p := m.Meta.Labels[consensus.PoolLabel]; p != "" {
+					live[p]--
+				}
+			}
+		}
+	}
 	canLaunch := func(p consensus.Pool) bool {
 		return !openPools[p.Name] && live[p.Name] < p.Max &&
 			now.Sub(lastLaunch[p.Name]) >= p.ScaleUpCooldown &&

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"colony/consensus"
+	"colony/gossip"
 	"colony/scaling/placement"
 	"colony/scaling/provider"
 	"colony/test/harness"
@@ -399,6 +400,17 @@ constraints: [{attribute: label.colony.pool, operator: "=", value: "p1"}]
 		ts := intentsOf(t, n1, consensus.IntentTerminate)
 		if len(ts) != 1 || ts[0].State != consensus.IntentDone {
 			return fmt.Errorf("terminates %+v", ts)
+		}
+		return nil
+	})
+	// Until gossip sees the terminated node go, it still looks like a pool
+	// member: it must not count toward the min (a second node would go).
+	gone := intentsOf(t, n1, consensus.IntentTerminate)[0].InstanceIDs[0]
+	retry.Until(t, 60*time.Second, func() error {
+		for _, m := range n1.gossip.Members() {
+			if m.Name == gone && m.Status == gossip.StatusAlive {
+				return fmt.Errorf("%s still alive", gone)
+			}
 		}
 		return nil
 	})
