@@ -1,16 +1,15 @@
 package agent
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"colony/consensus"
 	"colony/gossip"
+	"colony/test/harness"
 	"colony/test/retry"
 )
 
@@ -62,29 +61,11 @@ func TestRaftMultiplierValidation(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the agent's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A dense agent runs Raft with the tripled timers, and TuneRaft still has
 // the last word (here on the lease only).
 func TestDenseAgentRaftTimers(t *testing.T) {
 	c := newCluster(t, 230)
-	var logs lockedBuffer
+	var logs harness.SyncBuffer
 	c.start(1, func(cfg *Config) {
 		cfg.GossipProfile = gossip.ProfileDense
 		cfg.TuneRaft = func(cc *consensus.Config) { cc.LeaderLeaseTimeout = 250 * time.Millisecond }

@@ -52,19 +52,20 @@ func Binary(t testing.TB) string {
 	return buildBin
 }
 
-// syncBuffer is a bytes.Buffer safe for the process writer and the test.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers (a process, an
+// agent's goroutines) and the test reading it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -76,7 +77,7 @@ type Proc struct {
 	IP      string
 	DataDir string
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *SyncBuffer
 	done    chan struct{}
 	err     error
 }
@@ -86,7 +87,7 @@ type Proc struct {
 func Start(t testing.TB, name, ip, dataDir string, args ...string) *Proc {
 	t.Helper()
 	full := append([]string{"agent", "--node-name", name, "--bind", ip, "--data-dir", dataDir, "--gossip-profile", "local", "--log-level", "debug"}, args...)
-	p := &Proc{Name: name, IP: ip, DataDir: dataDir, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{Name: name, IP: ip, DataDir: dataDir, out: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(Binary(t), full...)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
