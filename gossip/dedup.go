@@ -10,11 +10,12 @@ import (
 // memberlist's packet framing (net.go in memberlist v0.7.0; the numbers are
 // part of its wire protocol and only ever appended to).
 const (
-	wireSuspect  = 3  // suspectMsg
-	wireAlive    = 4  // aliveMsg
-	wireDead     = 5  // deadMsg
-	wireCompound = 7  // compoundMsg: count byte, count big-endian uint16 lengths, parts
-	wireCRC      = 12 // hasCrcMsg: big-endian CRC-32 (IEEE) of the rest
+	wireSuspect  = 3   // suspectMsg
+	wireAlive    = 4   // aliveMsg
+	wireDead     = 5   // deadMsg
+	wireCompound = 7   // compoundMsg: count byte, count big-endian uint16 lengths, parts
+	wireCRC      = 12  // hasCrcMsg: big-endian CRC-32 (IEEE) of the rest
+	wireLabel    = 244 // hasLabelMsg: label length byte, label, then the packet
 )
 
 // gossipDedup drops the copies of alive, suspect and dead messages a node
@@ -41,9 +42,9 @@ const (
 // address under its old incarnation (memberlist reclaims dead names) is not
 // suspected or killed again by a stale copy of the old news.
 //
-// Only plain packets are read: compressed, encrypted or labelled ones (a
-// lan cluster compresses) pass through as they are, and so does anything
-// malformed, for memberlist to report.
+// Only plain packets are read, with or without a cluster label: compressed
+// or encrypted ones (a lan cluster compresses) pass through as they are,
+// and so does anything malformed, for memberlist to report.
 //
 // It is used by the one goroutine that reads a transport's socket.
 type gossipDedup struct {
@@ -81,6 +82,26 @@ func (d *gossipDedup) filter(pkt []byte, now time.Time) ([]byte, int) {
 		clear(d.cur)
 		d.genNo = no
 	}
+	// A cluster label comes first, outside everything else: kept as it is.
+	if len(pkt) < 2 || pkt[0] != wireLabel {
+		return d.filterPlain(pkt)
+	}
+	n := 2 + int(pkt[1])
+	if pkt[1] == 0 || len(pkt) < n {
+		return pkt, 0
+	}
+	out, dropped := d.filterPlain(pkt[n:])
+	switch {
+	case dropped == 0:
+		return pkt, 0
+	case out == nil:
+		return nil, dropped
+	}
+	return append(append(make([]byte, 0, n+len(out)), pkt[:n]...), out...), dropped
+}
+
+// filterPlain is filter for a packet without a label.
+func (d *gossipDedup) filterPlain(pkt []byte) ([]byte, int) {
 	body, crc := pkt, false
 	if len(pkt) >= 5 && pkt[0] == wireCRC {
 		if crc32.ChecksumIEEE(pkt[5:]) != binary.BigEndian.Uint32(pkt[1:5]) {

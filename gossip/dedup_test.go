@@ -119,21 +119,35 @@ func TestGossipDedupFilter(t *testing.T) {
 	if out, n := d.filter(compound(true, suspect, dead, user), now); n != 2 || len(parseCompound(t, out)) != 1 {
 		t.Fatalf("suspect and dead, again: %d dropped", n)
 	}
+	// A cluster label is kept in front of what is left.
+	label := []byte{wireLabel, 2, 'c', '1'}
+	c1, c2 := encodeAlive(t, "c00003", 1), encodeAlive(t, "c00004", 1)
+	if out, n := d.filter(append(label[:4:4], compound(true, c1, c2)...), now); n != 0 || out == nil {
+		t.Fatalf("labelled, first: %d dropped", n)
+	}
+	out, n := d.filter(append(label[:4:4], compound(true, c1, user)...), now)
+	if n != 1 || !bytes.Equal(out[:4], label) || !bytes.Equal(parseCompound(t, out[4:])[0], user) {
+		t.Fatalf("labelled, again: %d dropped, out %x", n, out)
+	}
+	if out, n := d.filter(append(label[:4:4], c2...), now); n != 1 || out != nil {
+		t.Fatalf("labelled lone copy: %d dropped, out %x", n, out)
+	}
 	// What it does not read passes as it is, even when it holds a copy.
 	bad := compound(true, a)
 	bad[1] ^= 0xff
 	trunc := compound(false, a, b)
 	trunc = trunc[:len(trunc)-1]
 	for name, pkt := range map[string][]byte{
-		"bad CRC":    bad,
-		"truncated":  trunc,
-		"compressed": append([]byte{9}, compound(false, a)...),
-		"labelled":   append([]byte{244, 1, 'x'}, compound(false, a)...),
-		"encrypted":  append([]byte{1}, compound(false, a)...),
-		"empty":      {},
-		"ping":       {0, 0x80},
-		"no count":   {wireCompound},
-		"no lengths": {wireCompound, 3, 0},
+		"bad CRC":     bad,
+		"truncated":   trunc,
+		"compressed":  append([]byte{9}, compound(false, a)...),
+		"bad label":   append([]byte{wireLabel, 0}, compound(false, a)...),
+		"short label": {wireLabel, 9, 'x'},
+		"encrypted":   append([]byte{1}, compound(false, a)...),
+		"empty":       {},
+		"ping":        {0, 0x80},
+		"no count":    {wireCompound},
+		"no lengths":  {wireCompound, 3, 0},
 	} {
 		if out, n := d.filter(pkt, now); n != 0 || !bytes.Equal(out, pkt) {
 			t.Errorf("%s: %d dropped, out %x", name, n, out)
@@ -146,6 +160,7 @@ func FuzzGossipDedup(f *testing.F) {
 	f.Add(compound(true, a, []byte{8, 1}))
 	f.Add(compound(false, a, a))
 	f.Add(a)
+	f.Add(append([]byte{wireLabel, 1, 'x'}, compound(true, a, a)...))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		d := newGossipDedup(time.Second)
 		now := time.Unix(1000, 0)
@@ -155,6 +170,9 @@ func FuzzGossipDedup(f *testing.F) {
 			case n == 0 && !bytes.Equal(out, pkt):
 				t.Fatalf("nothing dropped but the packet changed: %x -> %x", pkt, out)
 			case n > 0 && out != nil:
+				if out[0] == wireLabel {
+					out = out[2+int(out[1]):]
+				}
 				parseCompound(t, out) // well formed, CRC included
 			}
 		}
@@ -173,6 +191,7 @@ func TestDuplicatesDroppedInCluster(t *testing.T) {
 		cfg.BindAddr = fmt.Sprintf("127.2.202.%d", i+1)
 		cfg.BindPort = 0
 		cfg.Profile = ProfileDense
+		cfg.Label = "dedup-test" // labelled packets are read too
 		cfg.Meta = Meta{ID: uuid.New(), CPUs: 1, OS: "linux"}
 		cfg.Tune = fastTimers
 		g, err := New(cfg)
