@@ -25,7 +25,7 @@ const (
 // a node receives each one that many times (24 at 1,000 members on the
 // dense profile), and a joiner also passes on every member its seed's full
 // state taught it. memberlist decodes each copy (msgpack through a fresh
-// handle) only to find it tells nothing new: at 500 agents on one machine
+// handle) only to find it tells nothing new: at ~450 agents on one machine
 // decoding alive messages was a fifth of all CPU, and in a suspicion storm
 // suspect messages took more. A copy is byte-for-byte the same message
 // (each relay encodes the same struct), so a hash of its bytes recognises
@@ -61,9 +61,10 @@ func newGossipDedup(gen time.Duration) *gossipDedup {
 
 // dedupGeneration is how long a generation of remembered messages lasts
 // for a memberlist that forgets dead members after gossipToTheDead: a
-// quarter of it, between 1 and 10 seconds.
+// quarter of it (so a message is remembered for less than half), at most
+// 10 seconds and at least a millisecond.
 func dedupGeneration(gossipToTheDead time.Duration) time.Duration {
-	return min(max(gossipToTheDead/4, time.Second), 10*time.Second)
+	return min(max(gossipToTheDead/4, time.Millisecond), 10*time.Second)
 }
 
 // filter returns the packet to hand to memberlist (pkt itself when nothing

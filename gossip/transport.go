@@ -161,7 +161,7 @@ func (t *countingTransport) readPackets() {
 		if pkt == nil {
 			continue
 		}
-		if &pkt[0] == &buf[0] {
+		if dropped == 0 { // pkt is still the read buffer
 			pkt = bytes.Clone(pkt)
 		}
 		p := &memberlist.Packet{Buf: pkt, From: net.UDPAddrFromAddrPort(from), Timestamp: ts}
