@@ -53,6 +53,7 @@ func (c *bareCluster) createOne(i int) error {
 	mc.BindPort = 7946
 	mc.AdvertisePort = 7946
 	mc.Logger = log.New(io.Discard, "", 0)
+	c.o.Tune.apply(mc)
 	c.stats[i], c.drops[i] = gossip.Instrument(mc)
 	if c.o.BareMeta > 0 {
 		mc.Delegate = metaDelegate(make([]byte, c.o.BareMeta))

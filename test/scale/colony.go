@@ -47,6 +47,7 @@ func (c *colonyCluster) config(i int) agent.Config {
 	cfg.BindAddr = ip
 	cfg.HTTPAddr = ip + ":7070"
 	cfg.GossipProfile = c.o.Profile
+	cfg.TuneGossip = c.o.Tune.apply
 	cfg.MonitorInterval = c.o.MonitorInterval
 	cfg.RetryInterval = time.Second
 	cfg.RetryMax = 10

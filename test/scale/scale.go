@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"colony/gossip"
 )
 
@@ -63,6 +65,10 @@ type Options struct {
 	// bytes of (meaningless) metadata, to measure what metadata size alone
 	// costs memberlist. Results are labelled with the profile plus "+metaN".
 	BareMeta int
+	// Tune, when set, overrides memberlist settings of every node, bare
+	// and Colony, on top of the profile, to measure settings that are not
+	// a profile's. Results are labelled with the profile plus "+tuned".
+	Tune Tune
 	// CreateFirst builds every node (agent.New, memberlist.Create: data
 	// dir, sockets) before the clock starts, in every mode, so that the
 	// times measure joining and spreading alone. One machine otherwise
@@ -247,6 +253,9 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 	}
 	if o.BareMeta > 0 && mode == ModeBare {
 		r.Profile += fmt.Sprintf("+meta%d", o.BareMeta)
+	}
+	if o.Tune.set() && mode != ModeProcs {
+		r.Profile += "+tuned"
 	}
 	if o.CreateFirst && mode != ModeProcs {
 		r.Profile += "+created"
@@ -480,3 +489,28 @@ func forEach(n, par int, f func(i int)) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Tune overrides memberlist settings on top of a gossip profile; a zero
+// field keeps the profile's value.
+type Tune struct {
+	RetransmitMult, GossipNodes int
+	GossipInterval              time.Duration
+	NoTCPPings                  bool
+}
+
+func (t Tune) set() bool { return t != Tune{} }
+
+func (t Tune) apply(mc *memberlist.Config) {
+	if t.RetransmitMult > 0 {
+		mc.RetransmitMult = t.RetransmitMult
+	}
+	if t.GossipNodes > 0 {
+		mc.GossipNodes = t.GossipNodes
+	}
+	if t.GossipInterval > 0 {
+		mc.GossipInterval = t.GossipInterval
+	}
+	if t.NoTCPPings {
+		mc.DisableTcpPings = true
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"colony/gossip"
 	"colony/test/harness"
 )
 
@@ -129,4 +130,22 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+// TestTune: the -retransmit-mult, -gossip-nodes, -gossip-interval and
+// -no-tcp-pings overrides change only what they name.
+func TestTune(t *testing.T) {
+	mc := gossip.DenseConfig()
+	want := *mc
+	(Tune{}).apply(mc)
+	if (Tune{}).set() || mc.RetransmitMult != want.RetransmitMult || mc.GossipNodes != want.GossipNodes ||
+		mc.GossipInterval != want.GossipInterval || mc.DisableTcpPings != want.DisableTcpPings {
+		t.Fatalf("a zero Tune changed the profile: %+v", mc)
+	}
+	tu := Tune{RetransmitMult: 4, GossipNodes: 3, GossipInterval: 400 * time.Millisecond, NoTCPPings: true}
+	tu.apply(mc)
+	if !tu.set() || mc.RetransmitMult != 4 || mc.GossipNodes != 3 || mc.GossipInterval != 400*time.Millisecond ||
+		!mc.DisableTcpPings || mc.ProbeInterval != want.ProbeInterval {
+		t.Fatalf("tuned: %+v", mc)
+	}
 }
