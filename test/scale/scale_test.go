@@ -25,12 +25,7 @@ func TestHarnessSmall(t *testing.T) {
 	o.ProcsMax = 5
 	o.MonitorK, o.MonitorInterval, o.MonitorWindow = []int{5}, 200*time.Millisecond, time.Second
 	o.Binary = harness.Binary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	results := Run(ctx, o)
-	if len(results) != 5 {
-		t.Fatalf("%d results, want 5 (bare and colony at 5 and 20, procs at 5)", len(results))
-	}
+	results := runFor(t, o, 4*time.Minute, 5) // bare and colony at 5 and 20, procs at 5
 	for _, r := range results {
 		if r.Err != "" || r.Converge < 0 {
 			t.Errorf("%s N=%d: %s (converge %s)", r.Mode, r.N, r.Err, r.Converge)
@@ -97,12 +92,7 @@ func TestHarnessDenseCreateFirst(t *testing.T) {
 	o := testOptions(t, 110) // 127.2.110.x, 127.3.110.x
 	o.N, o.Modes, o.Profile, o.CreateFirst, o.BareMeta = []int{20}, []string{ModeBare, ModeColony}, "dense", true, 9
 	o.Deploy, o.Monitor = false, false
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	results := Run(ctx, o)
-	if len(results) != 2 {
-		t.Fatalf("%d results, want 2", len(results))
-	}
+	results := runFor(t, o, 3*time.Minute, 2)
 	for _, r := range results {
 		want := map[string]string{ModeBare: "dense+meta9+created", ModeColony: "dense+created"}[r.Mode]
 		if r.Err != "" || r.Converge < 0 || r.Profile != want || r.FalseDead > 0 || r.NotAlive > 0 {
@@ -123,6 +113,19 @@ func testOptions(t *testing.T, base int) Options {
 	o.Out = t.TempDir()
 	o.Log = testWriter{t}
 	return o
+}
+
+// runFor runs the harness with o for at most d and fails the test unless
+// it returns want results.
+func runFor(t *testing.T, o Options, d time.Duration, want int) []Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	results := Run(ctx, o)
+	if len(results) != want {
+		t.Fatalf("%d results, want %d", len(results), want)
+	}
+	return results
 }
 
 type testWriter struct{ t *testing.T }
