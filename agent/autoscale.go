@@ -247,8 +247,23 @@ func (a *Agent) autoscaleTick(n *consensus.Node) {
 	}
 	now := time.Now()
 	members := a.gossip.Members()
+	// Nodes being or already terminated count neither as members nor as
+	// on their way: until gossip sees one go it still looks joined, and
+	// once it has gone its launch intent would count it as arriving. Either
+	// way the pool looked above its min and scale-down took a second node.
+	gone := map[string]bool{}
+	for _, in := range intents {
+		if in.Kind == consensus.IntentTerminate && (in.State == consensus.IntentOpen || in.State == consensus.IntentDone) {
+			for _, name := range in.InstanceIDs {
+				gone[name] = true
+			}
+		}
+	}
 	joined := map[string]gossip.Member{}
 	for _, m := range members {
+		if gone[m.Name] {
+			continue
+		}
 		if m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect {
 			joined[m.Name] = m
 		}
@@ -276,27 +291,9 @@ func (a *Agent) autoscaleTick(n *consensus.Node) {
 			live[in.Pool] += in.Count
 		case in.State == consensus.IntentDone && now.Sub(in.Updated) < joinGrace:
 			for _, id := range in.InstanceIDs {
-				if _, ok := joined[id]; !ok {
+				if _, ok := joined[id]; !ok && !gone[id] {
 					live[in.Pool]++
 					arriving[in.Deployment] = true
-				}
-			}
-		}
-	}
-	// Nodes being terminated, or terminated so recently that gossip may
-	// not have seen them go: neither counted nor chosen again. Counted,
-	// the terminated node kept a pool above its min for one more tick and
-	// scale-down took a second node below it.
-	for _, in := range intents {
-		if in.Kind != consensus.IntentTerminate || !(in.State == consensus.IntentOpen ||
-			in.State == consensus.IntentDone && now.Sub(in.Updated) < joinGrace) {
-			continue
-		}
-		for _, name := range in.InstanceIDs {
-			if m, ok := joined[name]; ok {
-				delete(joined, name)
-				if p := m.Meta.Labels[consensus.PoolLabel]; p != "" {
-					live[p]--
 				}
 			}
 		}
