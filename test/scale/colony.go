@@ -21,7 +21,7 @@ type colonyCluster struct {
 	o      *Options
 	n      int
 	dir    string
-	logf   *os.File
+	logf   *agentLog
 	mu     sync.Mutex
 	agents []*agent.Agent
 	*api
@@ -71,7 +71,7 @@ func (c *colonyCluster) prepare() error {
 	if err := os.MkdirAll(c.o.Out, 0o755); err != nil {
 		return err
 	}
-	if c.logf, err = os.Create(filepath.Join(c.o.Out, fmt.Sprintf("agents-%s-%s-%d.log", ModeColony, c.o.Profile, c.n))); err != nil {
+	if c.logf, err = newAgentLog(filepath.Join(c.o.Out, fmt.Sprintf("agents-%s-%s-%d.log", ModeColony, c.o.Profile, c.n))); err != nil {
 		return err
 	}
 	c.agents = make([]*agent.Agent, c.n)

@@ -93,6 +93,11 @@ type Options struct {
 	MonitorK        []int
 	MonitorInterval time.Duration
 	MonitorWindow   time.Duration
+	// RaiseConntrack lets the harness raise the host's connection-tracking
+	// table (net.netfilter.nf_conntrack_max, root only) when N agents on
+	// this host could fill it (host.go). A run during which the host
+	// dropped packets is marked in its note either way.
+	RaiseConntrack bool
 	// Binary is the colony binary for process mode.
 	Binary string
 	// Out is the output directory (tables, plots, agent logs).
@@ -106,7 +111,7 @@ func DefaultOptions() Options {
 	return Options{
 		N: []int{50, 100, 250}, Modes: []string{ModeBare, ModeColony, ModeProcs}, Profile: "lan", ProcsMax: 100,
 		ColonyNet: "127.2", BareNet: "127.3", ProcsBase: 150, JoinParallel: 1,
-		Settle: 10 * time.Second, Steady: 30 * time.Second, Pause: 3 * time.Second, Timeout: 5 * time.Minute, Deploy: true, Out: "bin/scale",
+		Settle: 10 * time.Second, Steady: 30 * time.Second, Pause: 3 * time.Second, Timeout: 5 * time.Minute, Deploy: true, Out: "bin/scale", RaiseConntrack: true,
 		Monitor: true, MonitorK: []int{32}, MonitorInterval: 5 * time.Second, MonitorWindow: 30 * time.Second,
 	}
 }
@@ -246,8 +251,8 @@ func (s *counters) addProcess() {
 	s.goroutines = runtime.NumGoroutine()
 }
 
-func runOne(ctx context.Context, o *Options, mode string, n int) Result {
-	r := Result{Mode: mode, Profile: o.Profile, N: n, Converge: -1, View: -1, Leader: -1, Plan: -1, Deploy: -1}
+func runOne(ctx context.Context, o *Options, mode string, n int) (r Result) {
+	r = Result{Mode: mode, Profile: o.Profile, N: n, Converge: -1, View: -1, Leader: -1, Plan: -1, Deploy: -1}
 	if o.JoinJitter > 0 && mode == ModeColony {
 		r.Profile += "+jitter" + o.JoinJitter.String()
 	}
@@ -259,6 +264,17 @@ func runOne(ctx context.Context, o *Options, mode string, n int) Result {
 	}
 	if o.CreateFirst && mode != ModeProcs {
 		r.Profile += "+created"
+	}
+	if warn := ensureConntrack(o, n); warn != "" {
+		o.logf("%s N=%d: %s", mode, n, warn)
+	}
+	if d0, ok := conntrackDrops(); ok {
+		defer func() {
+			if d1, _ := conntrackDrops(); d1 > d0 {
+				limit, _ := readInt(conntrackMaxFile)
+				r.Err = strings.TrimPrefix(r.Err+fmt.Sprintf("; the host's connection tracking dropped %d packets (table full at net.netfilter.nf_conntrack_max %d): not a valid measurement", d1-d0, limit), "; ")
+			}
+		}()
 	}
 	var c cluster
 	switch mode {

@@ -45,6 +45,7 @@ func run() error {
 	flag.IntVar(&o.Tune.RetransmitMult, "retransmit-mult", 0, "bare and colony modes: memberlist RetransmitMult instead of the profile's (results labelled PROFILE+tuned, as for the three below)")
 	flag.IntVar(&o.Tune.GossipNodes, "gossip-nodes", 0, "bare and colony modes: memberlist GossipNodes instead of the profile's")
 	flag.DurationVar(&o.Tune.GossipInterval, "gossip-interval", 0, "bare and colony modes: memberlist GossipInterval instead of the profile's")
+	flag.BoolVar(&o.RaiseConntrack, "raise-conntrack", o.RaiseConntrack, "raise the host's connection-tracking table (net.netfilter.nf_conntrack_max, needs root) when N agents could fill it; a run during which the host dropped packets is marked either way")
 	flag.BoolVar(&o.Tune.NoTCPPings, "no-tcp-pings", false, "bare and colony modes: no TCP fallback pings (memberlist DisableTcpPings)")
 	flag.BoolVar(&o.CreateFirst, "create-first", false, "bare and colony modes: build every node (data dir, sockets) before the clock starts, then join them; times then measure joining and spreading alone (results labelled PROFILE+created)")
 	flag.DurationVar(&o.Settle, "settle", o.Settle, "wait after the phases before measuring steady state")
