@@ -13,13 +13,20 @@ type logWriter struct {
 	logger *slog.Logger
 }
 
+// logPrefixes are memberlist's level markers ("[ERR]" before "[ERROR]"
+// cannot match the same line: the bracket closes one).
+var logPrefixes = []struct {
+	prefix string
+	level  slog.Level
+}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}, {"[ERROR]", slog.LevelError}}
+
 func (w logWriter) Write(p []byte) (int, error) {
 	line := string(bytes.TrimSpace(p))
 	level := slog.LevelInfo
-	for prefix, l := range map[string]slog.Level{"[DEBUG]": slog.LevelDebug, "[INFO]": slog.LevelInfo, "[WARN]": slog.LevelWarn, "[ERR]": slog.LevelError, "[ERROR]": slog.LevelError} {
-		if i := strings.Index(line, prefix); i >= 0 {
-			level = l
-			line = strings.TrimSpace(line[i+len(prefix):])
+	for _, p := range logPrefixes {
+		if i := strings.Index(line, p.prefix); i >= 0 {
+			level = p.level
+			line = strings.TrimSpace(line[i+len(p.prefix):])
 			break
 		}
 	}
