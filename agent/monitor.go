@@ -130,7 +130,7 @@ type nodeMonitor struct {
 	commitErr      string
 	// The plan computed at the previous tick and when a plan was last
 	// committed: while members keep joining, a new plan is committed only
-	// every planCommitMaxDelay (see monitorPlanTick).
+	// every planCommitDelay (see monitorPlanTick).
 	lastComputed *monitor.Plan
 	lastCommit   time.Time
 	badGroupSize string // a bad monitor.group_size value, once logged
@@ -277,8 +277,8 @@ func (a *Agent) monitorPlanTick(n *consensus.Node) {
 		// node's blocking query: under a join storm of thousands, one
 		// commit per Raft tick would be O(N²) bytes a second. So commit
 		// once the membership has held still for a tick, or at least
-		// every planCommitMaxDelay while it keeps changing.
-		if !held && time.Since(m.lastCommit) < planCommitMaxDelay {
+		// every planCommitDelay while it keeps changing.
+		if !held && time.Since(m.lastCommit) < planCommitDelay(len(members)) {
 			return
 		}
 	}
@@ -324,9 +324,18 @@ func (m *nodeMonitor) groupSizeSetting(n *consensus.Node) int {
 	return k
 }
 
-// planCommitMaxDelay bounds how long the leader holds back a changed
-// monitoring plan while the membership keeps changing.
-const planCommitMaxDelay = 10 * time.Second
+// planCommitDelay bounds how long the leader holds back a changed
+// monitoring plan while the membership of n members keeps changing: 10 s,
+// or 20 ms a member past 500. Each commit makes every node fetch and decode
+// the whole plan, O(n) work on each of n nodes, so a fixed delay made a
+// long join storm cost O(n²) a second; growing with n keeps it O(n). At
+// 1,000 agents on one machine the commits every 10 s were bursts of about a
+// CPU-second (the profiles' followPlan), enough to make probes late once
+// the joins had both cores busy. Newcomers are planned at most this much
+// after they join, and as soon as the membership holds still for a tick.
+func planCommitDelay(n int) time.Duration {
+	return max(10*time.Second, time.Duration(n)*20*time.Millisecond)
+}
 
 // followPlan keeps the node's copy of the committed plan current.
 func (m *nodeMonitor) followPlan() {

@@ -486,3 +486,17 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// TestPlanCommitDelay: the leader holds a changing plan back 10 s in a
+// small cluster, and longer in a large one, so that the fetches a commit
+// causes (the whole plan on every node) cost O(n) a second, not O(n²).
+func TestPlanCommitDelay(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want time.Duration
+	}{{0, 10 * time.Second}, {5, 10 * time.Second}, {500, 10 * time.Second}, {1000, 20 * time.Second}, {10000, 200 * time.Second}} {
+		if got := planCommitDelay(tc.n); got != tc.want {
+			t.Errorf("planCommitDelay(%d) = %s, want %s", tc.n, got, tc.want)
+		}
+	}
+}
