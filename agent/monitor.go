@@ -217,6 +217,19 @@ func (a *Agent) monitorLoop() {
 		defer wg.Done()
 		m.followPlan()
 	}()
+	// Sample at once, then at a random phase of the interval, as memberlist
+	// staggers its own timers: agents started together (a fleet booting,
+	// the scale harness's 1,000) would otherwise all sample and push their
+	// summaries in the same instant of every interval.
+	m.tick(time.Now())
+	stagger := time.NewTimer(rand.N(m.cfg.Interval))
+	select {
+	case <-a.ctx.Done():
+		stagger.Stop()
+		wg.Wait()
+		return
+	case <-stagger.C:
+	}
 	t := time.NewTicker(m.cfg.Interval)
 	defer t.Stop()
 	for {
