@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hashicorp/memberlist"
 )
 
 // TestDenseJoinContactsOneAddress: with the dense profile a join given
@@ -63,6 +64,11 @@ func TestProfiles(t *testing.T) {
 	}
 	if _, err := MemberlistConfig("huge"); err == nil {
 		t.Error("unknown profile accepted")
+	}
+	// The local profile keeps memberlist's fast timers but retransmits as
+	// lan does: with 2·log N sends a five-node cluster lost a leave.
+	if l, _ := MemberlistConfig(ProfileLocal); l.RetransmitMult != 4 || l.ProbeInterval != memberlist.DefaultLocalConfig().ProbeInterval {
+		t.Errorf("local profile: RetransmitMult %d, ProbeInterval %s", l.RetransmitMult, l.ProbeInterval)
 	}
 	d := DenseConfig()
 	if d.ProbeTimeout >= d.ProbeInterval || d.HandoffQueueDepth < 1024 {
