@@ -98,6 +98,14 @@ type Options struct {
 	// this host could fill it (host.go). A run during which the host
 	// dropped packets is marked in its note either way.
 	RaiseConntrack bool
+	// FlightRecorder keeps the last seconds of this process's execution
+	// trace and writes them to OUT/stall-MODE-N-Ts.trace the first times
+	// (at most three a run, 30 s apart) the process stalls for StallTrace
+	// or longer (stall.go). Every run writes OUT/runtime-MODE-N.csv, a
+	// second-by-second record of the runtime (scheduler latency, GC),
+	// either way.
+	FlightRecorder bool
+	StallTrace     time.Duration
 	// Binary is the colony binary for process mode.
 	Binary string
 	// Out is the output directory (tables, plots, agent logs).
@@ -111,7 +119,7 @@ func DefaultOptions() Options {
 	return Options{
 		N: []int{50, 100, 250}, Modes: []string{ModeBare, ModeColony, ModeProcs}, Profile: "lan", ProcsMax: 100,
 		ColonyNet: "127.2", BareNet: "127.3", ProcsBase: 150, JoinParallel: 1,
-		Settle: 10 * time.Second, Steady: 30 * time.Second, Pause: 3 * time.Second, Timeout: 5 * time.Minute, Deploy: true, Out: "bin/scale", RaiseConntrack: true,
+		Settle: 10 * time.Second, Steady: 30 * time.Second, Pause: 3 * time.Second, Timeout: 5 * time.Minute, Deploy: true, Out: "bin/scale", RaiseConntrack: true, StallTrace: time.Second,
 		Monitor: true, MonitorK: []int{32}, MonitorInterval: 5 * time.Second, MonitorWindow: 30 * time.Second,
 	}
 }
@@ -289,6 +297,7 @@ func runOne(ctx context.Context, o *Options, mode string, n int) (r Result) {
 		return r
 	}
 	defer c.stop()
+	defer startRuntimeWatch(ctx, o, mode, n)()
 	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	if cr, ok := c.(interface{ create(context.Context) error }); ok && o.CreateFirst {

@@ -56,6 +56,8 @@ func run() error {
 	monK := flag.String("monitor-k", "32", "K of each monitoring tree measured, comma-separated (set through the monitor.group_size setting)")
 	flag.DurationVar(&o.MonitorInterval, "monitor-interval", o.MonitorInterval, "every agent's --monitor-interval")
 	flag.DurationVar(&o.MonitorWindow, "monitor-window", o.MonitorWindow, "how long each monitoring layout is measured")
+	flag.BoolVar(&o.FlightRecorder, "flight-recorder", false, "keep the last seconds of this process's execution trace, and write them to OUT/stall-MODE-N-Ts.trace when the process stalls for -stall-trace or longer (up to three a run); read them with go tool trace -pprof=sched")
+	flag.DurationVar(&o.StallTrace, "stall-trace", o.StallTrace, "with -flight-recorder: the stall that writes a trace")
 	flag.StringVar(&o.Binary, "bin", "bin/colony", "colony binary for process mode")
 	flag.StringVar(&o.Out, "out", o.Out, "output directory: results.csv, results.md, *.svg, agent logs")
 	flag.StringVar(&o.ColonyNet, "colony-net", o.ColonyNet, "first two octets of the Colony agents' loopback addresses")
