@@ -824,14 +824,26 @@ const gzipPlanMin = 64 << 10
 
 // planWakeupSpread is how long, per member, a voter spreads the answers to
 // the blocking plan queries that a new plan wakes, capped at
-// planWakeupSpreadMax. Every node follows the plan, so a commit woke them
-// all at once, and each decoded the whole plan (~80 bytes a node): at 1,000
-// agents on one machine that burst (~3 CPU-seconds) starved gossip probes
-// long enough to start suspicion storms. 2 ms a member spreads 1,000
-// answers over 2 s; nodes follow a new plan within that much more.
+// planWakeupSpreadMax. Every node follows the plan, so a commit wakes them
+// all, and each decodes and checks the whole plan (~80 bytes a node): the
+// work of one commit grows as N², and answering everyone within a fixed
+// time makes a burst that grows as N² too. Spread over a time that grows
+// with N, it arrives at a rate that grows only as N.
+//
+// 2 ms a member was not enough: at 600 agents on one machine (the scale
+// harness, an execution trace of its first stall) the followers' requests
+// took about 1.5 CPU-seconds in the 1.2 s spread, on top of a core of
+// gossip (and the trace's own cost), which saturated both cores for 3 s;
+// the goroutines waiting to run grew to 2,500, probes went unanswered,
+// and the first false suspicions came in that second. 10 ms a member
+// spreads 1,000 answers over 10 s (the leader holds back plans 20 s
+// between commits at that size while members join, planCommitDelay); a
+// node follows a new plan that much later. (The storms at that size came
+// back with 10 ms all the same: garbage collection spikes saturate the
+// cores as well; see the README's seventh-session results.)
 const (
-	planWakeupSpread    = 2 * time.Millisecond
-	planWakeupSpreadMax = 5 * time.Second
+	planWakeupSpread    = 10 * time.Millisecond
+	planWakeupSpreadMax = 20 * time.Second
 )
 
 // spreadPlanWakeup waits a random part of the plan wake-up spread.

@@ -70,3 +70,25 @@ func TestView(t *testing.T) {
 		t.Fatalf("whole-cluster view %+v", all)
 	}
 }
+
+// BenchmarkFollowPlan1000 is what every node does with each committed
+// plan of a 1,000-node cluster: decode it, check it, and index it.
+func BenchmarkFollowPlan1000(b *testing.B) {
+	p := mustPlan(b, synthetic(1000, 3, 5), DefaultConfig())
+	data, err := json.Marshal(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(len(data)), "bytes/plan")
+	b.ReportAllocs()
+	for b.Loop() {
+		var q Plan
+		if err := json.Unmarshal(data, &q); err != nil {
+			b.Fatal(err)
+		}
+		if err := q.Check(); err != nil {
+			b.Fatal(err)
+		}
+		q.Parent("x")
+	}
+}
