@@ -304,7 +304,7 @@ func (d *delegate) checkIdentity(name, addr string, id idPrefix) error {
 	case name != g.cfg.NodeName && id == prefixOf(local):
 		return fmt.Errorf("%w: node %q at %s already has ID %s, which this node (%q) also has; the data dir was probably copied from another node (e.g. baked into an image)", ErrDuplicateID, name, addr, local, g.cfg.NodeName)
 	}
-	for other := range g.byID[id] {
+	for _, other := range g.byID[id] {
 		if other != name && g.live(other) {
 			return fmt.Errorf("%w: node %q at %s claims ID %s, already used by live node %q at %s", ErrDuplicateID, name, addr, id, other, g.addressOf(other))
 		}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -275,12 +276,12 @@ type Gossip struct {
 	keyring *memberlist.Keyring
 
 	mu       sync.Mutex
-	meta     []byte                       // local metadata as gossiped (a stub in compact mode)
-	members  map[string]*Member           // by node name, including this node
-	byID     map[idPrefix]map[string]bool // names in members and pending by node ID prefix (identity checks in O(1))
-	pending  map[string]*pendingMember    // members gossiping a stub whose record has not arrived
-	early    map[string][]byte            // records whose stub has not arrived (this node's own too)
-	conflict error                        // set when a merge was refused during a join
+	meta     []byte                    // local metadata as gossiped (a stub in compact mode)
+	members  map[string]*Member        // by node name, including this node
+	byID     map[idPrefix][]string     // names in members and pending by node ID prefix (identity checks in O(1)); one name but for a clash, and a slice, not a set: a set per member cost ~250 bytes, per member on every node
+	pending  map[string]*pendingMember // members gossiping a stub whose record has not arrived
+	early    map[string][]byte         // records whose stub has not arrived (this node's own too)
+	conflict error                     // set when a merge was refused during a join
 
 	compact  bool                             // gossip a stub, the full metadata as a record
 	records  *memberlist.TransmitLimitedQueue // record broadcasts
@@ -311,7 +312,7 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	logger = logger.With("subsystem", "gossip")
 	full, _ := cfg.Meta.Encode() // validated above
-	g := &Gossip{cfg: cfg, logger: logger, meta: full, members: map[string]*Member{}, byID: map[idPrefix]map[string]bool{},
+	g := &Gossip{cfg: cfg, logger: logger, meta: full, members: map[string]*Member{}, byID: map[idPrefix][]string{},
 		pending: map[string]*pendingMember{}, early: map[string][]byte{}, compact: cfg.CompactMeta || cfg.Profile == ProfileDense}
 	g.route, g.ctr = newRoute()
 
@@ -714,7 +715,7 @@ func (g *Gossip) MemberByID(id uuid.UUID) (Member, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var best *Member
-	for name := range g.byID[prefixOf(id)] {
+	for _, name := range g.byID[prefixOf(id)] {
 		m := g.members[name]
 		if m == nil || m.Meta.ID != id {
 			continue
@@ -875,21 +876,18 @@ func (g *Gossip) unindex(m *Member) {
 }
 
 func (g *Gossip) index(p idPrefix, name string) {
-	names := g.byID[p]
-	if names == nil {
-		names = map[string]bool{}
-		g.byID[p] = names
+	if names := g.byID[p]; !slices.Contains(names, name) {
+		g.byID[p] = append(names, name)
 	}
-	names[name] = true
 }
 
 func (g *Gossip) unindexName(p idPrefix, name string) {
-	if names := g.byID[p]; names != nil {
-		delete(names, name)
-		if len(names) == 0 {
-			delete(g.byID, p)
-		}
+	names := slices.DeleteFunc(g.byID[p], func(n string) bool { return n == name })
+	if len(names) == 0 {
+		delete(g.byID, p)
+		return
 	}
+	g.byID[p] = names
 }
 
 func statusOf(s memberlist.NodeStateType) Status {
