@@ -16,19 +16,24 @@ import (
 
 // colonyCluster is N Colony agents in this process, each on its own
 // loopback address with the default ports, built with agent.New like the
-// binary builds them.
+// binary builds them; or, in a shard process (shards.go), agents lo to hi-1
+// of the N.
 type colonyCluster struct {
 	o      *Options
 	n      int
+	lo, hi int
+	shard  string // "" in one process, or the shard's name (its log file)
 	dir    string
 	logf   *agentLog
 	mu     sync.Mutex
-	agents []*agent.Agent
+	agents []*agent.Agent // agents lo to hi-1
+	// started counts agents whose Start returned.
+	started atomic.Int64
 	*api
 }
 
 func newColonyCluster(o *Options, n int) *colonyCluster {
-	c := &colonyCluster{o: o, n: n}
+	c := &colonyCluster{o: o, n: n, hi: n}
 	addrs := make([]string, n)
 	for i := range addrs {
 		addrs[i] = addr(o.ColonyNet, o.Base, i) + ":7070"
@@ -71,10 +76,10 @@ func (c *colonyCluster) prepare() error {
 	if err := os.MkdirAll(c.o.Out, 0o755); err != nil {
 		return err
 	}
-	if c.logf, err = newAgentLog(filepath.Join(c.o.Out, fmt.Sprintf("agents-%s-%s-%d.log", ModeColony, c.o.Profile, c.n))); err != nil {
+	if c.logf, err = newAgentLog(filepath.Join(c.o.Out, fmt.Sprintf("agents-%s-%s-%d%s.log", ModeColony, c.o.Profile, c.n, c.shard))); err != nil {
 		return err
 	}
-	c.agents = make([]*agent.Agent, c.n)
+	c.agents = make([]*agent.Agent, c.hi-c.lo)
 	return nil
 }
 
@@ -85,7 +90,7 @@ func (c *colonyCluster) newAgent(i int) error {
 		return fmt.Errorf("agent %d: %w", i, err)
 	}
 	c.mu.Lock()
-	c.agents[i] = a
+	c.agents[i-c.lo] = a
 	c.mu.Unlock()
 	return nil
 }
@@ -95,7 +100,7 @@ func (c *colonyCluster) create(ctx context.Context) error {
 	if err := c.prepare(); err != nil {
 		return err
 	}
-	return inTurn(ctx, c.n, c.newAgent)
+	return inTurn(ctx, c.hi-c.lo, func(i int) error { return c.newAgent(c.lo + i) })
 }
 
 func (c *colonyCluster) start(ctx context.Context) error {
@@ -104,23 +109,30 @@ func (c *colonyCluster) start(ctx context.Context) error {
 	}
 	startOne := func(i int) error {
 		c.mu.Lock()
-		a := c.agents[i]
+		a := c.agents[i-c.lo]
 		c.mu.Unlock()
 		if a == nil {
 			if err := c.newAgent(i); err != nil {
 				return err
 			}
-			a = c.agents[i]
+			c.mu.Lock()
+			a = c.agents[i-c.lo]
+			c.mu.Unlock()
 		}
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute+c.o.JoinJitter)
 		defer cancel()
 		if err := a.Start(sctx); err != nil {
 			return fmt.Errorf("agent %d: %w", i, err)
 		}
+		c.started.Add(1)
 		return nil
 	}
-	if err := startOne(0); err != nil {
-		return err
+	first := c.lo // the seed starts alone, before any other
+	if c.lo == 0 {
+		if err := startOne(0); err != nil {
+			return err
+		}
+		first = 1
 	}
 	var failed atomic.Value
 	var joined atomic.Int64
@@ -130,18 +142,18 @@ func (c *colonyCluster) start(ctx context.Context) error {
 	if c.o.JoinJitter > 0 {
 		par = c.n // a fleet booting at once, paced by the jitter alone
 	}
-	forEach(c.n-1, par, func(i int) {
+	forEach(c.hi-first, par, func(i int) {
 		if failed.Load() != nil || ctx.Err() != nil {
 			return
 		}
-		if err := startOne(i + 1); err != nil {
+		if err := startOne(first + i); err != nil {
 			failed.Store(err)
 		}
 		k := joined.Add(1)
 		lastMu.Lock()
 		if time.Since(last) > 10*time.Second {
 			last = time.Now()
-			c.o.logf("colony: %d of %d joined after %s", k+1, c.n, secs(time.Since(t0)))
+			c.o.logf("colony%s: %d of %d joined after %s", c.shard, k+int64(first-c.lo), c.hi-c.lo, secs(time.Since(t0)))
 		}
 		lastMu.Unlock()
 	})

@@ -106,6 +106,11 @@ type Options struct {
 	// either way.
 	FlightRecorder bool
 	StallTrace     time.Duration
+	// Shards, when above 1, runs colony mode's agents in this many child
+	// processes of the harness instead of this one (shards.go): each its
+	// own heap, collector and scheduler. Results are labelled with the
+	// profile plus "+shardsK".
+	Shards int
 	// Binary is the colony binary for process mode.
 	Binary string
 	// Out is the output directory (tables, plots, agent logs).
@@ -273,6 +278,9 @@ func runOne(ctx context.Context, o *Options, mode string, n int) (r Result) {
 	if o.CreateFirst && mode != ModeProcs {
 		r.Profile += "+created"
 	}
+	if o.Shards > 1 && mode == ModeColony {
+		r.Profile += fmt.Sprintf("+shards%d", min(o.Shards, n))
+	}
 	if warn := ensureConntrack(o, n); warn != "" {
 		o.logf("%s N=%d: %s", mode, n, warn)
 	}
@@ -287,7 +295,11 @@ func runOne(ctx context.Context, o *Options, mode string, n int) (r Result) {
 	var c cluster
 	switch mode {
 	case ModeColony:
-		c = newColonyCluster(o, n)
+		if o.Shards > 1 {
+			c = newShardCluster(o, n)
+		} else {
+			c = newColonyCluster(o, n)
+		}
 	case ModeBare:
 		c = newBareCluster(o, n)
 	case ModeProcs:

@@ -2,7 +2,9 @@ package scale
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -150,5 +152,45 @@ func TestTune(t *testing.T) {
 	if !tu.set() || mc.RetransmitMult != 4 || mc.GossipNodes != 3 || mc.GossipInterval != 400*time.Millisecond ||
 		!mc.DisableTcpPings || mc.ProbeInterval != want.ProbeInterval {
 		t.Fatalf("tuned: %+v", mc)
+	}
+}
+
+// TestMain lets this package's test binary run a shard of a -shards run:
+// the harness starts its shards as its own executable, here this one.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == ShardCommand {
+		if err := ShardMain(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestHarnessShards: 20 agents in three shard processes converge, elect,
+// plan and run one instance each, the row is labelled for it, CPU and
+// memory are the shards', and no shard outlives the run.
+func TestHarnessShards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 20 agents in 3 processes")
+	}
+	o := testOptions(t, 115) // 127.2.115.x
+	o.N, o.Modes, o.Profile, o.Shards, o.Monitor = []int{20}, []string{ModeColony}, "dense", 3, false
+	r := runFor(t, o, 3*time.Minute, 1)[0]
+	if r.Err != "" || r.Converge < 0 || r.View < 0 || r.Leader < 0 || r.Plan < 0 || r.Deploy < 0 {
+		t.Errorf("a phase was not reached: %s (%s)", r.summary(), r.Err)
+	}
+	if r.Profile != "dense+shards3" || r.FalseDead > 0 || r.NotAlive > 0 || r.CPUPercent <= 0 || r.PeakRSS == 0 {
+		t.Errorf("%s: %s", r.Profile, r.summary())
+	}
+	logs, _ := filepath.Glob(filepath.Join(o.Out, "shard-dense-20-*.log"))
+	csvs, _ := filepath.Glob(filepath.Join(o.Out, "runtime-colony-shard*-20.csv"))
+	if len(logs) != 3 || len(csvs) != 3 {
+		t.Errorf("shard logs %v, runtime records %v: want 3 of each", logs, csvs)
+	}
+	out, _ := exec.Command("pgrep", "-f", ShardCommand+" -range").Output()
+	if len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("shard processes left running: %s", out)
 	}
 }

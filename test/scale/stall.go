@@ -46,16 +46,17 @@ type watchRow struct {
 	pauseMax              float64       // longest stop-the-world pause this second, seconds
 	goroutines, liveMB    uint64
 	gcCycles              uint64
-	gcCPU, assistCPU, cpu float64 // CPU-seconds this second: GC, GC assists, user Go code
+	gcCPU, assistCPU, cpu float64 // CPU-seconds: GC, GC assists, user Go code (the runtime's estimates, updated at each GC)
+	procCPU               float64 // CPU-seconds this process used this second (getrusage)
 }
 
-const watchHeader = "t_s,ticker_late_max_ms,sched_latency_p99_ms,sched_latency_max_ms,gc_pause_max_ms,goroutines,heap_live_mb,gc_cycles,gc_cpu_s,gc_assist_cpu_s,user_cpu_s"
+const watchHeader = "t_s,ticker_late_max_ms,sched_latency_p99_ms,sched_latency_max_ms,gc_pause_max_ms,goroutines,heap_live_mb,gc_cycles,gc_cpu_s,gc_assist_cpu_s,user_cpu_s,process_cpu_s"
 
 func (w watchRow) csv() string {
 	ms := func(s float64) string { return fmt.Sprintf("%.1f", 1000*s) }
-	return fmt.Sprintf("%.1f,%.1f,%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.3f", w.at.Seconds(),
+	return fmt.Sprintf("%.1f,%.1f,%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.3f,%.3f", w.at.Seconds(),
 		float64(w.lateMax)/float64(time.Millisecond), ms(w.schedP99), ms(w.schedMax), ms(w.pauseMax),
-		w.goroutines, w.liveMB, w.gcCycles, w.gcCPU, w.assistCPU, w.cpu)
+		w.goroutines, w.liveMB, w.gcCycles, w.gcCPU, w.assistCPU, w.cpu, w.procCPU)
 }
 
 // histDelta returns the upper bounds of the bucket holding quantile q and of
@@ -158,11 +159,13 @@ func (w *runtimeWatch) loop(ctx context.Context) {
 		sched, pause          *metrics.Float64Histogram
 		cycles                uint64
 		gcCPU, assistCPU, cpu float64
+		proc                  time.Duration
 	}
 	keep := func() {
 		prev.sched, prev.pause = copyHist(hist(samples[0])), copyHist(hist(samples[1]))
 		prev.cycles = samples[4].Value.Uint64()
 		prev.gcCPU, prev.assistCPU, prev.cpu = samples[5].Value.Float64(), samples[6].Value.Float64(), samples[7].Value.Float64()
+		prev.proc = selfCPU()
 	}
 	metrics.Read(samples)
 	keep()
@@ -198,6 +201,7 @@ func (w *runtimeWatch) loop(ctx context.Context) {
 			row.gcCPU = samples[5].Value.Float64() - prev.gcCPU
 			row.assistCPU = samples[6].Value.Float64() - prev.assistCPU
 			row.cpu = samples[7].Value.Float64() - prev.cpu
+			row.procCPU = (selfCPU() - prev.proc).Seconds()
 			fmt.Fprintln(w.out, row.csv())
 			keep()
 		}

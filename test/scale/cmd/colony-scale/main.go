@@ -34,6 +34,10 @@ func main() {
 }
 
 func run() error {
+	if len(os.Args) > 1 && os.Args[1] == scale.ShardCommand {
+		// One shard of a -shards run, started by the harness itself.
+		return scale.ShardMain(os.Args[2:], os.Stdout)
+	}
 	o := scale.DefaultOptions()
 	ns := flag.String("n", "50,100,250", "cluster sizes, comma-separated")
 	modes := flag.String("modes", strings.Join(o.Modes, ","), "what to run at each N: bare (memberlist alone), colony (agents in this process), procs (one process per agent)")
@@ -58,6 +62,7 @@ func run() error {
 	flag.DurationVar(&o.MonitorWindow, "monitor-window", o.MonitorWindow, "how long each monitoring layout is measured")
 	flag.BoolVar(&o.FlightRecorder, "flight-recorder", false, "keep the last seconds of this process's execution trace, and write them to OUT/stall-MODE-N-Ts.trace when the process stalls for -stall-trace or longer (up to three a run); read them with go tool trace -pprof=sched")
 	flag.DurationVar(&o.StallTrace, "stall-trace", o.StallTrace, "with -flight-recorder: the stall that writes a trace")
+	flag.IntVar(&o.Shards, "shards", 0, "colony mode: run the agents in this many harness processes, not this one (each its own heap, garbage collector and scheduler; results labelled PROFILE+shardsK)")
 	flag.StringVar(&o.Binary, "bin", "bin/colony", "colony binary for process mode")
 	flag.StringVar(&o.Out, "out", o.Out, "output directory: results.csv, results.md, *.svg, agent logs")
 	flag.StringVar(&o.ColonyNet, "colony-net", o.ColonyNet, "first two octets of the Colony agents' loopback addresses")
@@ -113,7 +118,11 @@ func run() error {
 	if o.JoinParallel < 1 {
 		return fmt.Errorf("-join-parallel must be at least 1")
 	}
+	if o.Shards < 0 || o.Shards > 64 {
+		return fmt.Errorf("-shards must be 0-64")
+	}
 	o.Log = os.Stdout
+
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
