@@ -33,13 +33,16 @@ type colonyCluster struct {
 }
 
 func newColonyCluster(o *Options, n int) *colonyCluster {
-	c := &colonyCluster{o: o, n: n, hi: n}
+	return &colonyCluster{o: o, n: n, hi: n, api: newAPI(colonyAPIAddrs(o, n))}
+}
+
+// colonyAPIAddrs are the HTTP API addresses of colony mode's N agents.
+func colonyAPIAddrs(o *Options, n int) []string {
 	addrs := make([]string, n)
 	for i := range addrs {
 		addrs[i] = addr(o.ColonyNet, o.Base, i) + ":7070"
 	}
-	c.api = newAPI(addrs)
-	return c
+	return addrs
 }
 
 func (c *colonyCluster) size() int { return c.n }

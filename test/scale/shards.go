@@ -218,13 +218,7 @@ type shardCluster struct {
 var shardExecutable = os.Executable
 
 func newShardCluster(o *Options, n int) *shardCluster {
-	c := &shardCluster{o: o, n: n, k: min(o.Shards, n), client: &http.Client{Timeout: 30 * time.Second}}
-	addrs := make([]string, n)
-	for i := range addrs {
-		addrs[i] = addr(o.ColonyNet, o.Base, i) + ":7070"
-	}
-	c.api = newAPI(addrs)
-	return c
+	return &shardCluster{o: o, n: n, k: min(o.Shards, n), client: &http.Client{Timeout: 30 * time.Second}, api: newAPI(colonyAPIAddrs(o, n))}
 }
 
 func (c *shardCluster) size() int { return c.n }
@@ -370,26 +364,23 @@ func (c *shardCluster) statuses(ctx context.Context, notAlive bool) ([]shardStat
 }
 
 func (c *shardCluster) converged(ctx context.Context) (bool, error) {
-	s, err := c.statuses(ctx, false)
-	if err != nil {
-		return false, err
-	}
-	for i, st := range s {
-		if st.MinAlive != c.n {
-			return false, fmt.Errorf("shard %d: an agent sees %d of %d alive", i, st.MinAlive, c.n)
-		}
-	}
-	return true, nil
+	return c.allAgents(ctx, "sees %d of %d alive", func(s shardStatus) int { return s.MinAlive })
 }
 
 func (c *shardCluster) view(ctx context.Context) (bool, error) {
+	return c.allAgents(ctx, "lists %d of %d", func(s shardStatus) int { return s.MinKnown })
+}
+
+// allAgents reports whether every agent of every shard counts all N
+// members by count (the fewest in each shard); what describes a shortfall.
+func (c *shardCluster) allAgents(ctx context.Context, what string, count func(shardStatus) int) (bool, error) {
 	s, err := c.statuses(ctx, false)
 	if err != nil {
 		return false, err
 	}
 	for i, st := range s {
-		if st.MinKnown != c.n {
-			return false, fmt.Errorf("shard %d: an agent lists %d of %d", i, st.MinKnown, c.n)
+		if k := count(st); k != c.n {
+			return false, fmt.Errorf("shard %d: an agent "+what, i, k, c.n)
 		}
 	}
 	return true, nil
