@@ -82,7 +82,9 @@ func (c *colonyCluster) prepare() error {
 	if c.logf, err = newAgentLog(filepath.Join(c.o.Out, fmt.Sprintf("agents-%s-%s-%d%s.log", ModeColony, c.o.Profile, c.n, c.shard))); err != nil {
 		return err
 	}
+	c.mu.Lock() // a shard's status endpoint may be reading it already
 	c.agents = make([]*agent.Agent, c.hi-c.lo)
+	c.mu.Unlock()
 	return nil
 }
 

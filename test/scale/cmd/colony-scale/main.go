@@ -121,8 +121,10 @@ func run() error {
 	if o.Shards < 0 || o.Shards > 64 {
 		return fmt.Errorf("-shards must be 0-64")
 	}
+	if o.Shards > 1 && o.CreateFirst {
+		return fmt.Errorf("-create-first and -shards do not go together: the shards build their agents as they start them")
+	}
 	o.Log = os.Stdout
-
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
