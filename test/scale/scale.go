@@ -116,7 +116,7 @@ type Options struct {
 	// Out is the output directory (tables, plots, agent logs).
 	Out string
 	// Log receives progress lines; nil discards them.
-	Log io.Writer
+	Log io.Writer `json:"-"`
 }
 
 // DefaultOptions are the make bench-scale defaults.

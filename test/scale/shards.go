@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"syscall"
@@ -100,32 +101,25 @@ func (c *colonyCluster) status(withNotAlive bool) shardStatus {
 const ShardCommand = "shard"
 
 // ShardMain runs one shard as its parent's childArgs describe, until
-// SIGTERM or an interrupt.
+// SIGTERM or an interrupt: the parent's Options as JSON (every field
+// reaches the shard as it is, with no flag to mirror), and its GC target
+// and share of the memory limit.
 func ShardMain(args []string, log io.Writer) error {
-	o := DefaultOptions()
-	o.Log = log
 	fs := flag.NewFlagSet(ShardCommand, flag.ContinueOnError)
 	rng := fs.String("range", "", "agents LO:HI of the N")
 	ctrl := fs.String("ctrl", "", "control endpoint")
 	n := fs.Int("n", 0, "N")
-	fs.StringVar(&o.Profile, "profile", o.Profile, "")
-	fs.IntVar(&o.JoinParallel, "join-parallel", o.JoinParallel, "")
-	fs.DurationVar(&o.JoinJitter, "join-jitter", 0, "")
-	fs.DurationVar(&o.MonitorInterval, "monitor-interval", o.MonitorInterval, "")
-	fs.StringVar(&o.ColonyNet, "colony-net", o.ColonyNet, "")
-	fs.IntVar(&o.Base, "base", o.Base, "")
-	fs.StringVar(&o.Out, "out", o.Out, "")
-	fs.BoolVar(&o.FlightRecorder, "flight-recorder", false, "")
-	fs.DurationVar(&o.StallTrace, "stall-trace", o.StallTrace, "")
-	fs.IntVar(&o.Tune.RetransmitMult, "retransmit-mult", 0, "")
-	fs.IntVar(&o.Tune.GossipNodes, "gossip-nodes", 0, "")
-	fs.DurationVar(&o.Tune.GossipInterval, "gossip-interval", 0, "")
-	fs.BoolVar(&o.Tune.NoTCPPings, "no-tcp-pings", false, "")
-	gc := fs.Int("gogc", 0, "")
-	memMB := fs.Int64("memlimit-mb", 0, "")
+	opts := fs.String("options", "", "the run's Options, as JSON")
+	gc := fs.Int("gogc", 0, "GOGC of this shard (0: leave)")
+	memMB := fs.Int64("memlimit-mb", 0, "memory limit of this shard in MB (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var o Options
+	if err := json.Unmarshal([]byte(*opts), &o); err != nil {
+		return fmt.Errorf("shard: -options: %w", err)
+	}
+	o.Log = log
 	var lo, hi int
 	if _, err := fmt.Sscanf(*rng, "%d:%d", &lo, &hi); err != nil || *ctrl == "" {
 		return fmt.Errorf("shard: -range LO:HI and -ctrl are required")
@@ -226,27 +220,24 @@ func (c *shardCluster) size() int { return c.n }
 // shardCtrlPort is the first shard's control port on 127.0.0.1.
 const shardCtrlPort = 17600
 
-// childArgs are the command line of shard i (agents lo to hi-1).
-func (c *shardCluster) childArgs(lo, hi int, ctrl string) []string {
-	o := c.o
-	args := []string{ShardCommand, "-range", fmt.Sprintf("%d:%d", lo, hi), "-ctrl", ctrl,
-		"-n", strconv.Itoa(c.n), "-profile", o.Profile,
-		"-join-parallel", strconv.Itoa(o.JoinParallel), "-join-jitter", o.JoinJitter.String(),
-		"-monitor-interval", o.MonitorInterval.String(), "-colony-net", o.ColonyNet, "-base", strconv.Itoa(o.Base),
-		"-out", o.Out, "-flight-recorder=" + strconv.FormatBool(o.FlightRecorder), "-stall-trace", o.StallTrace.String(),
-		"-retransmit-mult", strconv.Itoa(o.Tune.RetransmitMult), "-gossip-nodes", strconv.Itoa(o.Tune.GossipNodes),
-		"-gossip-interval", o.Tune.GossipInterval.String(), "-no-tcp-pings=" + strconv.FormatBool(o.Tune.NoTCPPings),
+// childArgs are the command line of shard i (agents lo to hi-1): the
+// run's Options, and this process's GC target and memory limit (read, not
+// set: runtime/metrics), the limit split among the shards.
+func (c *shardCluster) childArgs(lo, hi int, ctrl string) ([]string, error) {
+	opts, err := json.Marshal(c.o)
+	if err != nil {
+		return nil, fmt.Errorf("shard options: %w", err)
 	}
-	// This process's GC settings, the memory limit split among the shards.
-	gc := debug.SetGCPercent(100)
-	debug.SetGCPercent(gc)
-	if gc != 100 {
-		args = append(args, "-gogc", strconv.Itoa(gc))
+	args := []string{ShardCommand, "-range", fmt.Sprintf("%d:%d", lo, hi), "-ctrl", ctrl, "-n", strconv.Itoa(c.n), "-options", string(opts)}
+	gc := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
+	metrics.Read(gc)
+	if p := int64(gc[0].Value.Uint64()); p != 100 { // -1: off
+		args = append(args, "-gogc", strconv.FormatInt(p, 10))
 	}
-	if lim := debug.SetMemoryLimit(-1); lim < math.MaxInt64 {
-		args = append(args, "-memlimit-mb", strconv.FormatInt(lim>>20/int64(c.k), 10))
+	if lim := gc[1].Value.Uint64(); lim < math.MaxInt64 {
+		args = append(args, "-memlimit-mb", strconv.FormatUint(lim>>20/uint64(c.k), 10))
 	}
-	return args
+	return args, nil
 }
 
 func (c *shardCluster) start(ctx context.Context) error {
@@ -265,7 +256,11 @@ func (c *shardCluster) start(ctx context.Context) error {
 			return err
 		}
 		c.logs = append(c.logs, lf)
-		cmd := exec.Command(exe, c.childArgs(lo, hi, ctrl)...)
+		args, err := c.childArgs(lo, hi, ctrl)
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(exe, args...)
 		cmd.Stdout, cmd.Stderr = lf, lf
 		// Its own process group (stop signals it and whatever it runs);
 		// gone with the harness should the harness die first.
