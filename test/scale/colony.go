@@ -186,23 +186,32 @@ func (c *colonyCluster) view(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// live returns the agents built so far (a shard's status may ask while
+// they are being built).
+func (c *colonyCluster) live() []*agent.Agent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*agent.Agent, 0, len(c.agents))
+	for _, a := range c.agents {
+		if a != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func (c *colonyCluster) sample(ctx context.Context) (counters, error) {
 	var s counters
-	c.mu.Lock()
-	for _, a := range c.agents {
-		if a == nil {
-			continue
-		}
+	for _, a := range c.live() {
 		s.addGossip(a.Gossip().Stats())
 	}
-	c.mu.Unlock()
 	s.addProcess()
 	return s, nil
 }
 
 func (c *colonyCluster) notAlive(ctx context.Context) int {
 	bad := 0
-	for _, a := range c.agents {
+	for _, a := range c.live() {
 		for _, m := range a.Gossip().Members() {
 			if m.Status != gossip.StatusAlive {
 				bad++

@@ -181,6 +181,19 @@ func (c *procCluster) sample(ctx context.Context) (counters, error) {
 	return s, nil
 }
 
+// stopGroup ends a process started in its own process group: SIGTERM to
+// the group, then SIGKILL if exited is not closed within grace; it returns
+// once exited is closed (the process waited for).
+func stopGroup(p *exec.Cmd, exited <-chan struct{}, grace time.Duration) {
+	_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+}
+
 // procCPU is a process's user+system CPU time from /proc/<pid>/stat.
 func procCPU(pid string) time.Duration {
 	b, err := os.ReadFile("/proc/" + pid + "/stat")
@@ -229,18 +242,12 @@ func (c *procCluster) notAlive(ctx context.Context) int {
 func (c *procCluster) stop() {
 	forEach(len(c.procs), 64, func(i int) {
 		p := c.procs[i]
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() {
 			_ = p.Wait()
 			close(done)
 		}()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
+		stopGroup(p, done, 15*time.Second)
 	})
 	for _, f := range c.logs {
 		_ = f.Close()

@@ -22,9 +22,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"colony/agent"
-	"colony/gossip"
 )
 
 // Shards: colony mode with the N agents split over Options.Shards harness
@@ -63,35 +60,18 @@ type shardStatus struct {
 // status summarises a shard's agents.
 func (c *colonyCluster) status(withNotAlive bool) shardStatus {
 	s := shardStatus{Agents: c.hi - c.lo, Started: int(c.started.Load()), Goroutines: runtime.NumGoroutine()}
-	c.mu.Lock()
-	agents := append([]*agent.Agent(nil), c.agents...)
-	c.mu.Unlock()
-	all := s.Started == s.Agents
-	s.MinAlive, s.MinKnown = math.MaxInt, math.MaxInt
-	for _, a := range agents {
-		if a == nil {
-			all = false
-			continue
-		}
-		g := a.Gossip()
-		if all {
-			s.MinAlive = min(s.MinAlive, g.NumAlive())
-			s.MinKnown = min(s.MinKnown, g.NumKnown())
-		}
-		st := g.Stats()
-		s.Bytes += st.UDPBytesSent + st.TCPBytesSent
-		s.Suspicions += st.Suspicions
-		s.Dead += st.DeadMessages
-		if withNotAlive {
-			for _, m := range g.Members() {
-				if m.Status != gossip.StatusAlive {
-					s.NotAlive++
-				}
-			}
-		}
+	ctr, _ := c.sample(context.Background())
+	s.Bytes, s.Suspicions, s.Dead = ctr.bytes, ctr.suspicions, ctr.dead
+	if withNotAlive {
+		s.NotAlive = c.notAlive(context.Background())
 	}
-	if !all || len(agents) == 0 {
-		s.MinAlive, s.MinKnown = 0, 0
+	if s.Started < s.Agents || s.Agents == 0 {
+		return s // MinAlive, MinKnown 0 until every agent has started
+	}
+	s.MinAlive, s.MinKnown = math.MaxInt, math.MaxInt
+	for _, a := range c.live() {
+		s.MinAlive = min(s.MinAlive, a.Gossip().NumAlive())
+		s.MinKnown = min(s.MinKnown, a.Gossip().NumKnown())
 	}
 	return s
 }
@@ -421,16 +401,7 @@ func (c *shardCluster) notAlive(ctx context.Context) int {
 // stop ends every shard (SIGTERM: each shuts its agents down), then
 // kills any left after two minutes.
 func (c *shardCluster) stop() {
-	forEach(len(c.procs), len(c.procs), func(i int) {
-		p := c.procs[i]
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-c.exited[i]:
-		case <-time.After(2 * time.Minute):
-			_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
-			<-c.exited[i]
-		}
-	})
+	forEach(len(c.procs), len(c.procs), func(i int) { stopGroup(c.procs[i], c.exited[i], 2*time.Minute) })
 	for _, f := range c.logs {
 		_ = f.Close()
 	}
