@@ -101,9 +101,9 @@ type Options struct {
 	// FlightRecorder keeps the last seconds of this process's execution
 	// trace and writes them to OUT/stall-MODE-N-Ts.trace the first times
 	// (at most three a run, 30 s apart) the process stalls for StallTrace
-	// or longer (stall.go). Every run writes OUT/runtime-MODE-N.csv, a
-	// second-by-second record of the runtime (scheduler latency, GC),
-	// either way.
+	// or longer (stall.go). Every run writes OUT/runtime-MODE-N.csv (each
+	// shard its own), a second-by-second record of the runtime (scheduler
+	// latency, GC), either way.
 	FlightRecorder bool
 	StallTrace     time.Duration
 	// Shards, when above 1, runs colony mode's agents in this many child
@@ -309,7 +309,9 @@ func runOne(ctx context.Context, o *Options, mode string, n int) (r Result) {
 		return r
 	}
 	defer c.stop()
-	defer startRuntimeWatch(ctx, o, mode, n)()
+	if _, shards := c.(*shardCluster); !shards { // each shard records its own runtime
+		defer startRuntimeWatch(ctx, o, mode, n)()
+	}
 	sctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	if cr, ok := c.(interface{ create(context.Context) error }); ok && o.CreateFirst {

@@ -26,17 +26,29 @@ import (
 // ticker wakes late by StallTrace or more: `go tool trace -pprof=sched`
 // (or sync, syscall) then tells what the goroutines waited for.
 
-// watchMetrics are the runtime/metrics samples read each second.
+// watchMetrics are the runtime/metrics samples read each second, in the
+// order of the indices below.
 var watchMetrics = []string{
-	"/sched/latencies:seconds",
-	"/sched/pauses/total/gc:seconds",
-	"/sched/goroutines:goroutines",
-	"/gc/heap/live:bytes",
-	"/gc/cycles/total:gc-cycles",
-	"/cpu/classes/gc/total:cpu-seconds",
-	"/cpu/classes/gc/mark/assist:cpu-seconds",
-	"/cpu/classes/user:cpu-seconds",
+	mSched:      "/sched/latencies:seconds",
+	mPause:      "/sched/pauses/total/gc:seconds",
+	mGoroutines: "/sched/goroutines:goroutines",
+	mLive:       "/gc/heap/live:bytes",
+	mCycles:     "/gc/cycles/total:gc-cycles",
+	mGCCPU:      "/cpu/classes/gc/total:cpu-seconds",
+	mAssistCPU:  "/cpu/classes/gc/mark/assist:cpu-seconds",
+	mUserCPU:    "/cpu/classes/user:cpu-seconds",
 }
+
+const (
+	mSched = iota
+	mPause
+	mGoroutines
+	mLive
+	mCycles
+	mGCCPU
+	mAssistCPU
+	mUserCPU
+)
 
 // watchRow is one second of the watch.
 type watchRow struct {
@@ -162,9 +174,9 @@ func (w *runtimeWatch) loop(ctx context.Context) {
 		proc                  time.Duration
 	}
 	keep := func() {
-		prev.sched, prev.pause = copyHist(hist(samples[0])), copyHist(hist(samples[1]))
-		prev.cycles = samples[4].Value.Uint64()
-		prev.gcCPU, prev.assistCPU, prev.cpu = samples[5].Value.Float64(), samples[6].Value.Float64(), samples[7].Value.Float64()
+		prev.sched, prev.pause = copyHist(hist(samples[mSched])), copyHist(hist(samples[mPause]))
+		prev.cycles = samples[mCycles].Value.Uint64()
+		prev.gcCPU, prev.assistCPU, prev.cpu = samples[mGCCPU].Value.Float64(), samples[mAssistCPU].Value.Float64(), samples[mUserCPU].Value.Float64()
 		prev.proc = selfCPU()
 	}
 	metrics.Read(samples)
@@ -185,6 +197,9 @@ func (w *runtimeWatch) loop(ctx context.Context) {
 			lateMax = max(lateMax, late)
 			if w.fr != nil && late >= w.o.StallTrace && w.traces < 3 && now.Sub(w.last) > 30*time.Second {
 				w.writeTrace(now.Sub(start), late)
+				// Writing took this goroutine's time, not the process's:
+				// not a stall to record (it took 40 s in a storm).
+				next = time.Now().Add(tick)
 			}
 			if now.Sub(lastRow) < time.Second {
 				continue
@@ -193,14 +208,14 @@ func (w *runtimeWatch) loop(ctx context.Context) {
 			metrics.Read(samples)
 			row := watchRow{at: now.Sub(start), lateMax: lateMax}
 			lateMax = 0
-			row.schedP99, row.schedMax = histDelta(prev.sched, hist(samples[0]), 0.99)
-			_, row.pauseMax = histDelta(prev.pause, hist(samples[1]), 1)
-			row.goroutines = samples[2].Value.Uint64()
-			row.liveMB = samples[3].Value.Uint64() >> 20
-			row.gcCycles = samples[4].Value.Uint64() - prev.cycles
-			row.gcCPU = samples[5].Value.Float64() - prev.gcCPU
-			row.assistCPU = samples[6].Value.Float64() - prev.assistCPU
-			row.cpu = samples[7].Value.Float64() - prev.cpu
+			row.schedP99, row.schedMax = histDelta(prev.sched, hist(samples[mSched]), 0.99)
+			_, row.pauseMax = histDelta(prev.pause, hist(samples[mPause]), 1)
+			row.goroutines = samples[mGoroutines].Value.Uint64()
+			row.liveMB = samples[mLive].Value.Uint64() >> 20
+			row.gcCycles = samples[mCycles].Value.Uint64() - prev.cycles
+			row.gcCPU = samples[mGCCPU].Value.Float64() - prev.gcCPU
+			row.assistCPU = samples[mAssistCPU].Value.Float64() - prev.assistCPU
+			row.cpu = samples[mUserCPU].Value.Float64() - prev.cpu
 			row.procCPU = (selfCPU() - prev.proc).Seconds()
 			fmt.Fprintln(w.out, row.csv())
 			keep()
