@@ -832,7 +832,7 @@ const gzipPlanMin = 64 << 10
 //
 // 2 ms a member was not enough: at 600 agents on one machine (the scale
 // harness, an execution trace of its first stall) the followers' requests
-// took about 1.5 CPU-seconds in the 1.2 s spread, on top of a core of
+// took about 1.3 CPU-seconds in the 1.2 s spread, on top of a core of
 // gossip (and the trace's own cost), which saturated both cores for 3 s;
 // the goroutines waiting to run grew to 2,500, probes went unanswered,
 // and the first false suspicions came in that second. 10 ms a member

@@ -38,6 +38,9 @@ func run() error {
 		// One shard of a -shards run, started by the harness itself.
 		return scale.ShardMain(os.Args[2:], os.Stdout)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "trace" {
+		return traceWindows(os.Args[2:])
+	}
 	o := scale.DefaultOptions()
 	ns := flag.String("n", "50,100,250", "cluster sizes, comma-separated")
 	modes := flag.String("modes", strings.Join(o.Modes, ","), "what to run at each N: bare (memberlist alone), colony (agents in this process), procs (one process per agent)")
@@ -162,6 +165,38 @@ func run() error {
 		fmt.Print("\n" + scale.MonitorMarkdown(ms))
 	}
 	fmt.Printf("\ntables: %s/results.md and results.csv, monitoring in monitor.md and monitor.csv; plots: %s/*.svg\n", o.Out, o.Out)
+	return nil
+}
+
+// traceWindows is `colony-scale trace [-window D] [-range A-B] [-top N]
+// FILE`: an execution trace window by window (scale.ReadTraceWindows).
+func traceWindows(args []string) error {
+	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
+	win := fs.Duration("window", 100*time.Millisecond, "window length")
+	rng := fs.String("range", "", "windows A-B (by index) whose running time and CPU samples to break down")
+	top := fs.Int("top", 30, "lines of each breakdown")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *win <= 0 {
+		return fmt.Errorf("usage: colony-scale trace [-window D] [-range A-B] [-top N] FILE")
+	}
+	from, to := -1, -1
+	if *rng != "" {
+		if _, err := fmt.Sscanf(*rng, "%d-%d", &from, &to); err != nil {
+			return fmt.Errorf("-range %q: want A-B", *rng)
+		}
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ws, err := scale.ReadTraceWindows(f, *win)
+	if err != nil {
+		return err
+	}
+	scale.WriteTraceWindows(os.Stdout, ws, from, to, *top)
 	return nil
 }
 
